@@ -1,0 +1,40 @@
+"""Launch a worker script under torchrun (gloo on CPU) from a test, always with a timeout.
+
+Workers write their results to files under a directory the test passes them; the test compares
+them. A worker that fails or hangs fails the test with the worker's output attached.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_workers(script, nproc, args=(), timeout=180, env=None):
+    """Run `script` (a path) with `nproc` ranks under torchrun; return the completed process."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nproc-per-node={nproc}", "--nnodes=1",
+        "--master-addr=127.0.0.1", f"--master-port={free_port()}",
+        str(script), *map(str, args),
+    ]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=full_env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"{script} with {nproc} ranks timed out after {timeout}s\n"
+                             f"{error.stdout}\n{error.stderr}") from None
+    if done.returncode != 0:
+        raise AssertionError(f"{script} with {nproc} ranks exited {done.returncode}\n"
+                             f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-6000:]}")
+    return done
