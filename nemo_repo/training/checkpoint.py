@@ -1,0 +1,205 @@
+"""Training checkpoints with megatron.core.dist_checkpointing: atomic, resumable, re-shardable.
+
+Layout of a checkpoint root (`checkpoint.dir`, default `<run.dir>/checkpoints`):
+
+    step_00000040/            one complete checkpoint (a dist_checkpointing directory)
+        COMPLETE              completion marker (JSON: step, time); written before the rename
+        metadata.json, common.pt, *.distcp, ...   dist_checkpointing files
+    .tmp_step_00000050/       a save in progress (or killed): never read, removed by the next save
+
+Sharded entries (re-shardable across TP/PP/DP layouts unless noted):
+    model          the GPTModel's sharded_state_dict()   (same format as `load_model_weights`)
+    optimizer      optimizer.sharded_state_dict(model)   (regular mcore optimizer)
+    reliability    ReliabilityState.state_dict()          (eta + annotator index, one copy)
+    rng_state      per-rank RNG states (python, numpy, torch, cuda, megatron tracker); restored
+                   only when the layout (TP, PP, DP) is unchanged, otherwise re-seeded
+Common entries (saved once by rank 0): `step`, `layout`, and whatever the caller passes in
+`common` (the loop stores scheduler, sampler and the resolved config).
+
+A directory without COMPLETE is ignored; `latest_checkpoint` picks the highest complete step.
+"""
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+MARKER = "COMPLETE"
+PREFIX = "step_"
+TMP_PREFIX = ".tmp_step_"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def step_dir_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def complete_checkpoints(root) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if path.is_dir() and path.name.startswith(PREFIX) and (path / MARKER).is_file():
+            try:
+                found.append((int(path.name[len(PREFIX):]), path))
+            except ValueError:
+                continue
+    return sorted(found)
+
+
+def latest_checkpoint(root) -> Path | None:
+    """The newest complete checkpoint under `root`, or None."""
+    found = complete_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def current_layout() -> dict:
+    return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
+            "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+            "dp": parallel_state.get_data_parallel_world_size()}
+
+
+def _single_chunk(model_chunks):
+    chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
+    if len(chunks) != 1:
+        raise ValueError(f"checkpointing supports one model chunk per rank (no virtual pipeline), "
+                         f"got {len(chunks)}")
+    return chunks[0]
+
+
+def _rng_object(data) -> ShardedObject:
+    """Per-rank RNG states, one shard per (pp, tp, dp) coordinate."""
+    layout = current_layout()
+    return ShardedObject(
+        "rng_state", data, (layout["pp"], layout["tp"], layout["dp"]),
+        (parallel_state.get_pipeline_model_parallel_rank(),
+         parallel_state.get_tensor_model_parallel_rank(),
+         parallel_state.get_data_parallel_rank()), replica_id=0)
+
+
+def _replicated_object(key: str, data) -> ShardedObject:
+    """One layout-independent copy (rank 0 writes it, every rank reads it)."""
+    return ShardedObject(key, data, (1,), (0,), replica_id=_rank())
+
+
+def capture_rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _sharded_state(model, optimizer, reliability, rng, is_loading: bool) -> dict:
+    state = {"model": model.sharded_state_dict()}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.sharded_state_dict(state["model"], is_loading=is_loading)
+    if reliability is not None:
+        state["reliability"] = _replicated_object("reliability", reliability.state_dict())
+    if rng is not None:
+        state["rng_state"] = _rng_object(rng)
+    return state
+
+
+def save_checkpoint(root, step: int, model_chunks, optimizer=None, reliability=None,
+                    common: dict | None = None, keep_last: int = 0) -> Path:
+    """Collective: write checkpoint `step` atomically under `root`; keep the newest `keep_last`
+    complete ones (0 = keep all). Returns the final directory."""
+    root = Path(root)
+    final, tmp = root / step_dir_name(step), root / f"{TMP_PREFIX}{step:08d}"
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    state = _sharded_state(_single_chunk(model_chunks), optimizer, reliability,
+                           capture_rng_state(), is_loading=False)
+    state.update(common or {})
+    state.update(step=step, layout=current_layout())
+    dist_checkpointing.save(state, str(tmp))
+    _barrier()
+    if _rank() == 0:
+        marker = tmp / MARKER
+        marker.write_text(json.dumps({"step": step, "time": time.time()}))
+        with open(marker) as handle:
+            os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _prune(root, keep_last)
+    _barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    for path in root.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+    if keep_last > 0:
+        for _, path in complete_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(directory, model_chunks, optimizer=None, reliability=None) -> dict:
+    """Collective: restore model, optimizer, reliability and (same layout only) RNG states from
+    `directory`; return the checkpoint's common entries (step, layout, the caller's `common`)."""
+    directory = Path(directory)
+    if not (directory / MARKER).is_file():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {MARKER} marker)")
+    common = dist_checkpointing.load_common_state_dict(str(directory))
+    same_layout = common.get("layout") == current_layout()
+    model = _single_chunk(model_chunks)
+    state = _sharded_state(model, optimizer, reliability, capture_rng_state() if same_layout else None,
+                           is_loading=True)
+    loaded = dist_checkpointing.load(state, str(directory))
+    model.load_state_dict(loaded["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if reliability is not None:
+        reliability.load_state_dict(loaded["reliability"])
+    if same_layout:
+        restore_rng_state(loaded["rng_state"])
+    return {key: value for key, value in loaded.items()
+            if key not in ("model", "optimizer", "reliability", "rng_state")}
+
+
+def load_model_weights(directory, model_chunks) -> None:
+    """Collective: load only the "model" entry of a dist_checkpointing directory (a training
+    checkpoint or a converted HF model) into `model_chunks`, in any TP/PP layout."""
+    model = _single_chunk(model_chunks)
+    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(directory))
+    model.load_state_dict(loaded["model"])
+
+
+def save_model_weights(directory, model_chunks) -> None:
+    """Collective: write only {"model": sharded_state_dict()} (the model-weights format)."""
+    directory = Path(directory)
+    if _rank() == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    dist_checkpointing.save({"model": _single_chunk(model_chunks).sharded_state_dict()}, str(directory))
+    _barrier()

@@ -1,0 +1,98 @@
+"""Rank-0 metrics sinks: metrics.jsonl (one JSON object per record), TensorBoard, tqdm progress bar.
+
+Every record carries `step` and `split` ("train", "eval", "eta"); keys starting with "time/" hold
+wall-clock figures (throughput, elapsed) and are the only fields that differ between a resumed
+and an uninterrupted run.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _plain(value):
+    """JSON-friendly scalar: tensors and numpy numbers become Python numbers."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return float(value)
+
+
+class MetricsLogger:
+    """Writes metrics on the logging rank only; every method is a no-op elsewhere.
+
+    On resume, records of steps after the checkpoint (logged before the interruption) are dropped
+    so that metrics.jsonl matches the uninterrupted run.
+    """
+
+    def __init__(self, run_dir, enabled: bool, total_steps: int, start_step: int = 0,
+                 tensorboard: bool = True, progress: bool = True):
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self._writer = self._bar = self._file = None
+        self._tokens_since = 0
+        self._clock = time.perf_counter()
+        if not enabled:
+            return
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / METRICS_FILE
+        self._truncate_after(path, start_step)
+        self._file = open(path, "a", encoding="utf-8")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1)
+        if progress:
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                             dynamic_ncols=True)
+
+    @staticmethod
+    def _truncate_after(path: Path, step: int) -> None:
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def log(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "split": split, **{k: _plain(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "split") and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    self._writer.add_scalar(f"{split}/{key}", value, step)
+
+    def train_step(self, step: int, metrics: dict, tokens: int) -> None:
+        """Log one optimizer step's metrics plus throughput, and advance the progress bar."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        elapsed, self._clock = now - self._clock, now
+        timing = {"time/step_s": elapsed, "time/tokens_per_s": tokens / elapsed if elapsed > 0 else math.nan}
+        self.log(step, "train", {**metrics, **timing})
+        if self._bar is not None:
+            postfix = {"loss": metrics.get("loss"), "acc": metrics.get("reward_accuracy"),
+                       "w": metrics.get("mean_w"), "tok/s": timing["time/tokens_per_s"]}
+            self._bar.set_postfix({k: f"{_plain(v):.4g}" for k, v in postfix.items() if v is not None},
+                                  refresh=False)
+            self._bar.update(1)   # tqdm's own ETA comes from the step rate
+
+    def write(self, message: str) -> None:
+        """Print a line without breaking the progress bar."""
+        if self.enabled:
+            (self._bar.write if self._bar is not None else print)(message)
+
+    def close(self) -> None:
+        for handle in (self._bar, self._writer, self._file):
+            if handle is not None:
+                handle.close()

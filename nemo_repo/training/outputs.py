@@ -1,0 +1,95 @@
+"""End-of-run files in the run directory (written by global rank 0).
+
+reliability.json    [{"annotator_id": str, "eta": float, "labels": int, "mean_w": float|null}, ...]
+                    one entry per annotator: final eta, number of training pairs it labelled, and the
+                    mean posterior w of those pairs in the final pass (null if it has none)
+pair_weights.jsonl  {"id": str, "annotator_id": str, "w": float} per training pair: posterior
+                    w = sigma(Delta + logit(eta_k)) of the trained policy with the final eta (for
+                    non-RE objectives eta stays at eta0, so w is the same score with a fixed prior)
+eval.json           final validation figures {"step": int, "loss": ..., "reward_accuracy": ..., ...}
+"""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+RELIABILITY_FILE = "reliability.json"
+PAIR_WEIGHTS_FILE = "pair_weights.jsonl"
+EVAL_FILE = "eval.json"
+
+
+def gather_pair_outputs(pair_index, annotator_index, delta, w=None) -> dict | None:
+    """Collective over the world: merge per-pair tensors of every rank on rank 0, one row per
+    pair_index (TP replicas and sampler padding repeat pairs). Ranks without outputs (not the last
+    pipeline stage) pass empty tensors. Returns sorted numpy-free lists on rank 0, None elsewhere."""
+    local = {"pair_index": pair_index.tolist(), "annotator_index": annotator_index.tolist(),
+             "delta": delta.double().tolist(), "w": None if w is None else w.double().tolist()}
+    if dist.is_initialized():
+        gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(local, gathered, dst=0)
+        if dist.get_rank() != 0:
+            return None
+    else:
+        gathered = [local]
+    rows = {}
+    for part in gathered:
+        weights = part["w"] if part["w"] is not None else [None] * len(part["pair_index"])
+        for row in zip(part["pair_index"], part["annotator_index"], part["delta"], weights):
+            rows.setdefault(row[0], row)
+    ordered = [rows[key] for key in sorted(rows)]
+    return {"pair_index": [r[0] for r in ordered], "annotator_index": [r[1] for r in ordered],
+            "delta": [r[2] for r in ordered], "w": [r[3] for r in ordered]}
+
+
+def posterior_w(delta: float, eta: float) -> float:
+    """E-step weight sigma(Delta + logit(eta)) in a numerically stable form."""
+    z = delta + math.log(eta) - math.log1p(-eta)
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def pair_weight_rows(pairs: dict, pair_ids, annotator_ids, eta) -> list[dict]:
+    """Rows of pair_weights.jsonl; w from the pass itself, or recomputed from Delta and eta."""
+    rows = []
+    for index, k, delta, w in zip(pairs["pair_index"], pairs["annotator_index"], pairs["delta"], pairs["w"]):
+        if w is None:
+            w = posterior_w(delta, float(eta[k]))
+        rows.append({"id": str(pair_ids[index]), "annotator_id": annotator_ids[k], "w": float(w)})
+    return rows
+
+
+def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
+    """Rows of reliability.json: eta per annotator, its label count and mean w in `pair_rows`."""
+    sums, counts = {}, {}
+    for row in pair_rows:
+        sums[row["annotator_id"]] = sums.get(row["annotator_id"], 0.0) + row["w"]
+        counts[row["annotator_id"]] = counts.get(row["annotator_id"], 0) + 1
+    eta = torch.as_tensor(eta, dtype=torch.float64).tolist()
+    return [{"annotator_id": name, "eta": eta[k], "labels": counts.get(name, 0),
+             "mean_w": sums[name] / counts[name] if name in counts else None}
+            for k, name in enumerate(annotator_ids)]
+
+
+def write_json(path, payload) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_jsonl(path, rows) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_metrics: dict) -> None:
+    """Write reliability.json, pair_weights.jsonl and eval.json (call on rank 0 only)."""
+    run_dir = Path(run_dir)
+    rows = pair_weight_rows(pairs, pair_ids, annotator_ids, eta)
+    write_jsonl(run_dir / PAIR_WEIGHTS_FILE, rows)
+    write_json(run_dir / RELIABILITY_FILE, reliability_rows(annotator_ids, eta, rows))
+    write_json(run_dir / EVAL_FILE, eval_metrics)

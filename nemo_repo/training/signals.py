@@ -1,0 +1,37 @@
+"""Graceful preemption: SIGTERM / SIGUSR1 ask the loop to checkpoint and exit with code 75.
+
+The handler only records the request; the loop finishes the current optimizer step, agrees with
+every rank that a stop was requested (a signal may reach ranks at different moments), saves a
+checkpoint and exits with EX_TEMPFAIL (75), which the Slurm launcher treats as "requeue me".
+"""
+
+import signal
+
+import torch
+import torch.distributed as dist
+
+EXIT_REQUEUE = 75  # os.EX_TEMPFAIL
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopRequest:
+    """Installs handlers for STOP_SIGNALS; `agreed()` is a collective that is True on every rank
+    as soon as any rank has received one of them."""
+
+    def __init__(self, signals=STOP_SIGNALS):
+        self.received = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in signals}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def agreed(self, group=None) -> bool:
+        device = "cuda" if torch.cuda.is_available() else "cpu"   # NCCL reduces device tensors only
+        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32, device=device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return bool(flag.item())
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
