@@ -1,0 +1,18 @@
+"""Layer 4: the aligner model on megatron-core (see each module's docstring).
+
+compat      CPU-only torch patches for megatron-core (no-op on GPU)
+parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel
+presets     ModelConfig, PRESETS, to_transformer_config, layer_spec
+policy      build_policy (GPTModel + mcore DDP), build_reference (frozen), copy_weights
+logprobs    per-sequence completion log-prob sums from vocab-parallel logits
+aligner     PreferenceAligner (forward_step / loss_func, train_step, evaluate), build_aligner
+"""
+
+from nemo_repo.model.compat import apply_cpu_compat
+from nemo_repo.model.parallel import (LayoutError, ParallelConfig, destroy_parallel,
+                                      initialize_parallel, validate_layout)
+from nemo_repo.model.presets import PRESETS, ModelConfig, get_preset, to_transformer_config
+
+__all__ = ["apply_cpu_compat", "LayoutError", "ParallelConfig", "destroy_parallel",
+           "initialize_parallel", "validate_layout", "PRESETS", "ModelConfig", "get_preset",
+           "to_transformer_config"]
