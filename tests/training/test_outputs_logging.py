@@ -1,0 +1,76 @@
+import json
+import math
+
+import pytest
+
+from nemo_repo.training import checkpoint, outputs
+from nemo_repo.training.distenv import distributed_env
+from nemo_repo.training.logging import METRICS_FILE, MetricsLogger
+
+
+def test_metrics_jsonl_drops_records_after_the_resumed_step(tmp_path):
+    logger = MetricsLogger(tmp_path, enabled=True, total_steps=5, tensorboard=False, progress=False)
+    for step in (1, 2, 3):
+        logger.train_step(step, {"loss": 0.5 * step, "reward_accuracy": 1.0}, tokens=10)
+    logger.log(3, "eval", {"loss": 0.1})
+    logger.close()
+    resumed = MetricsLogger(tmp_path, enabled=True, total_steps=5, start_step=2, tensorboard=True,
+                            progress=False)
+    resumed.train_step(3, {"loss": 9.0}, tokens=10)
+    resumed.close()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (3, "train")]
+    assert records[-1]["loss"] == 9.0 and "time/tokens_per_s" in records[-1]
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_disabled_logger_writes_nothing(tmp_path):
+    logger = MetricsLogger(tmp_path / "run", enabled=False, total_steps=3)
+    logger.train_step(1, {"loss": 1.0}, tokens=1)
+    logger.close()
+    assert not (tmp_path / "run").exists()
+
+
+def test_posterior_w_is_stable_and_matches_the_closed_form():
+    assert outputs.posterior_w(0.0, 0.9) == pytest.approx(0.9)
+    assert outputs.posterior_w(2.0, 0.5) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert outputs.posterior_w(-800.0, 0.9) == 0.0 and outputs.posterior_w(800.0, 0.1) == 1.0
+
+
+def test_run_outputs_follow_the_documented_formats(tmp_path):
+    pairs = {"pair_index": [0, 1, 2], "annotator_index": [0, 1, 1], "delta": [1.0, -3.0, 0.5],
+             "w": [None, None, None]}
+    outputs.write_run_outputs(tmp_path, pairs, pair_ids=["a", "b", "c"],
+                              annotator_ids=["ann0", "ann1", "ann2"], eta=[0.9, 0.6, 0.8],
+                              eval_metrics={"step": 4, "loss": 0.3})
+    rows = [json.loads(line) for line in (tmp_path / outputs.PAIR_WEIGHTS_FILE).read_text().splitlines()]
+    assert [set(r) for r in rows] == [{"id", "annotator_id", "w"}] * 3
+    assert rows[1] == {"id": "b", "annotator_id": "ann1", "w": pytest.approx(outputs.posterior_w(-3.0, 0.6))}
+    reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
+    assert [r["annotator_id"] for r in reliability] == ["ann0", "ann1", "ann2"]
+    assert reliability[1]["labels"] == 2 and reliability[2] == {
+        "annotator_id": "ann2", "eta": 0.8, "labels": 0, "mean_w": None}
+    assert reliability[1]["mean_w"] == pytest.approx((rows[1]["w"] + rows[2]["w"]) / 2)
+    assert json.loads((tmp_path / outputs.EVAL_FILE).read_text()) == {"step": 4, "loss": 0.3}
+
+
+def test_incomplete_checkpoints_are_ignored(tmp_path):
+    for step, complete in ((10, True), (20, True), (30, False)):
+        path = tmp_path / checkpoint.step_dir_name(step)
+        path.mkdir()
+        if complete:
+            (path / checkpoint.MARKER).write_text("{}")
+    (tmp_path / f"{checkpoint.TMP_PREFIX}00000040").mkdir()
+    assert checkpoint.latest_checkpoint(tmp_path) == tmp_path / checkpoint.step_dir_name(20)
+    assert [s for s, _ in checkpoint.complete_checkpoints(tmp_path)] == [10, 20]
+    assert checkpoint.latest_checkpoint(tmp_path / "absent") is None
+
+
+def test_slurm_coordinates_become_torchrun_ones():
+    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+           "MASTER_ADDR": "node1", "MASTER_PORT": "29500"}
+    assert distributed_env(env) == distributed_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
+    assert env["RANK"] == "3"
+    with pytest.raises(RuntimeError, match="MASTER_ADDR"):
+        distributed_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0"})
+    assert distributed_env({}).world_size == 1
