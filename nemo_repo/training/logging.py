@@ -82,7 +82,7 @@ class MetricsLogger:
         self.log(step, "train", {**metrics, **timing})
         if self._bar is not None:
             postfix = {"loss": metrics.get("loss"), "acc": metrics.get("reward_accuracy"),
-                       "w": metrics.get("mean_w"), "tok/s": timing["time/tokens_per_s"]}
+                       "w": metrics.get("w_mean"), "tok/s": timing["time/tokens_per_s"]}
             self._bar.set_postfix({k: f"{_plain(v):.4g}" for k, v in postfix.items() if v is not None},
                                   refresh=False)
             self._bar.update(1)   # tqdm's own ETA comes from the step rate

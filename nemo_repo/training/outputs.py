@@ -14,34 +14,22 @@ import math
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 RELIABILITY_FILE = "reliability.json"
 PAIR_WEIGHTS_FILE = "pair_weights.jsonl"
 EVAL_FILE = "eval.json"
 
 
-def gather_pair_outputs(pair_index, annotator_index, delta, w=None) -> dict | None:
-    """Collective over the world: merge per-pair tensors of every rank on rank 0, one row per
-    pair_index (TP replicas and sampler padding repeat pairs). Ranks without outputs (not the last
-    pipeline stage) pass empty tensors. Returns sorted numpy-free lists on rank 0, None elsewhere."""
-    local = {"pair_index": pair_index.tolist(), "annotator_index": annotator_index.tolist(),
-             "delta": delta.double().tolist(), "w": None if w is None else w.double().tolist()}
-    if dist.is_initialized():
-        gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-        dist.gather_object(local, gathered, dst=0)
-        if dist.get_rank() != 0:
-            return None
-    else:
-        gathered = [local]
+def merge_pairs(per_pair: dict) -> dict:
+    """PreferenceAligner.evaluate's per-pair tensors -> lists with one row per pair_index (a DP
+    sampler may repeat pairs to even out shards), sorted; NaN w (non-RE modes) becomes None."""
     rows = {}
-    for part in gathered:
-        weights = part["w"] if part["w"] is not None else [None] * len(part["pair_index"])
-        for row in zip(part["pair_index"], part["annotator_index"], part["delta"], weights):
-            rows.setdefault(row[0], row)
+    for index, k, delta, w in zip(per_pair["pair_index"].tolist(), per_pair["annotator_index"].tolist(),
+                                  per_pair["delta"].double().tolist(), per_pair["w"].double().tolist()):
+        rows.setdefault(index, (index, k, delta, None if math.isnan(w) else w))
     ordered = [rows[key] for key in sorted(rows)]
-    return {"pair_index": [r[0] for r in ordered], "annotator_index": [r[1] for r in ordered],
-            "delta": [r[2] for r in ordered], "w": [r[3] for r in ordered]}
+    return {name: [row[i] for row in ordered]
+            for i, name in enumerate(("pair_index", "annotator_index", "delta", "w"))}
 
 
 def posterior_w(delta: float, eta: float) -> float:

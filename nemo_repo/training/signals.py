@@ -35,3 +35,18 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class FaultInjection:
+    """Test hook (`debug.signal_at_step`, `debug.signal`): global rank 0 sends itself `signal`
+    right after step `step` (after that step's checkpoint, if any). SIGKILL simulates a crash,
+    SIGTERM / SIGUSR1 a preemption notice."""
+
+    def __init__(self, step: int | None = None, signal_name: str = "SIGTERM"):
+        self.step = step
+        self.signal = signal.Signals[signal_name]
+
+    def maybe_fire(self, step: int) -> None:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.step is not None and step == self.step and rank == 0:
+            signal.raise_signal(self.signal)

@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.distenv import distributed_env
@@ -38,8 +39,12 @@ def test_posterior_w_is_stable_and_matches_the_closed_form():
 
 
 def test_run_outputs_follow_the_documented_formats(tmp_path):
-    pairs = {"pair_index": [0, 1, 2], "annotator_index": [0, 1, 1], "delta": [1.0, -3.0, 0.5],
-             "w": [None, None, None]}
+    nan = float("nan")
+    pairs = outputs.merge_pairs({"pair_index": torch.tensor([2, 0, 1, 2]),
+                                 "annotator_index": torch.tensor([1, 0, 1, 1]),
+                                 "delta": torch.tensor([0.5, 1.0, -3.0, 0.5]),
+                                 "w": torch.tensor([nan, nan, nan, nan])})
+    assert pairs["pair_index"] == [0, 1, 2] and pairs["w"] == [None] * 3
     outputs.write_run_outputs(tmp_path, pairs, pair_ids=["a", "b", "c"],
                               annotator_ids=["ann0", "ann1", "ann2"], eta=[0.9, 0.6, 0.8],
                               eval_metrics={"step": 4, "loss": 0.3})

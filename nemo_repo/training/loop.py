@@ -1,0 +1,179 @@
+"""The training loop: one process per rank, started by recipes/train.py (torchrun or srun).
+
+Per optimizer step: this DP rank's micro-batches of the global batch -> PreferenceAligner.train_step
+(megatron schedule, loss, optimizer + LR step, eta update) -> metrics on rank 0 -> every
+`train.eval_interval` steps a validation pass -> every `checkpoint.interval` steps a checkpoint ->
+a collective check for SIGTERM / SIGUSR1 (then: checkpoint, exit 75). At the end: final
+checkpoint, final validation (eval.json), a forward pass over the training pairs with the final
+eta (pair_weights.jsonl, reliability.json).
+"""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from nemo_repo.model.aligner import PreferenceAligner
+from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
+from nemo_repo.model.policy import build_policy, build_reference
+from nemo_repo.reliability import ReliabilityState
+from nemo_repo.training import outputs
+from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
+                                           save_checkpoint)
+from nemo_repo.training.config import Settings
+from nemo_repo.training.logging import MetricsLogger
+from nemo_repo.training.optim import build_optimizer, build_scheduler
+from nemo_repo.training.rundata import build_run_data
+from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _is_logging_rank() -> bool:
+    return dist.get_rank() == 0
+
+
+def true_label_accuracy(per_pair: dict, label_correct) -> float | None:
+    """Fraction of pairs whose learned preference (Delta > 0: the labelled chosen response wins)
+    agrees with the TRUE preference; `label_correct[pair_index]` is True when the dataset label
+    is right, None when the data has no ground truth."""
+    if label_correct is None:
+        return None
+    index = per_pair["pair_index"].tolist()
+    prefers_label = (per_pair["delta"] > 0).tolist()
+    hits = [prefers == bool(label_correct[i]) for i, prefers in zip(index, prefers_label)]
+    return sum(hits) / max(len(hits), 1)
+
+
+class Trainer:
+    """Builds everything from validated Settings; `run()` returns the process exit code."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.run_dir = Path(settings.run.dir)
+        parallel, model = settings.parallel, settings.model
+        self.layout = initialize_parallel(parallel, model, seed=settings.run.seed)
+        seed_everything(settings.run.seed)
+        from megatron.core import parallel_state
+
+        self.data = build_run_data(settings, parallel_state.get_data_parallel_rank(),
+                                   self.layout["dp"], self.layout["num_microbatches"])
+        self.policy = build_policy(model, parallel, seed=settings.run.seed)
+        self.reference = None
+        if settings.objective.needs_reference and not self.data.has_reference_logps:
+            self.reference = build_reference(model, parallel, seed=settings.run.seed)
+        if settings.init_from:
+            load_model_weights(settings.init_from, self.policy)
+            if self.reference is not None:
+                load_model_weights(settings.init_from, self.reference)
+        self.optimizer = build_optimizer(settings.optim, self.policy, bf16=model.dtype == "bf16")
+        self.scheduler = build_scheduler(settings.optim, self.optimizer)
+        self.reliability = ReliabilityState(settings.reliability, self.data.annotators)
+        self.aligner = PreferenceAligner(self.policy, model, settings.objective, settings.robust,
+                                         reliability=self.reliability, reference=self.reference)
+        self.step = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def _common_state(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "sampler": self.data.sampler.state_dict(),
+                "config": self.settings.resolved}
+
+    def save(self) -> None:
+        ckpt = self.settings.checkpoint
+        save_checkpoint(ckpt.dir, self.step, self.policy, self.optimizer, self.reliability,
+                        common=self._common_state(), keep_last=ckpt.keep_last)
+
+    def maybe_resume(self) -> None:
+        ckpt = self.settings.checkpoint
+        latest = latest_checkpoint(ckpt.dir) if ckpt.resume else None
+        if latest is None:
+            return
+        common = load_checkpoint(latest, self.policy, self.optimizer, self.reliability)
+        self.scheduler.load_state_dict(common["scheduler"])
+        self.data.sampler.load_state_dict(common["sampler"])
+        self.step = int(common["step"])
+        if _is_logging_rank():
+            print(f"resumed from {latest} (step {self.step})", flush=True)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "validation") -> dict:
+        batches = self.data.eval_batches(split, self.settings.train.eval_max_pairs)
+        metrics, per_pair = self.aligner.evaluate(batches)
+        if per_pair is not None:
+            accuracy = true_label_accuracy(per_pair, self.data.label_correct(split))
+            if accuracy is not None:
+                metrics["true_label_accuracy"] = accuracy
+        return metrics
+
+    def log_eta(self, logger: MetricsLogger) -> None:
+        names = self.data.annotators.ids()
+        eta = self.reliability.eta.tolist()
+        logger.log(self.step, "eta", {f"eta/{name}": eta[k] for k, name in enumerate(names)})
+
+    def write_outputs(self, eval_metrics: dict) -> None:
+        metrics, per_pair = self.aligner.evaluate(self.data.eval_batches("train", None))
+        if _is_logging_rank():
+            outputs.write_run_outputs(
+                self.run_dir, outputs.merge_pairs(per_pair), self.data.pair_ids("train"),
+                self.data.annotators.ids(), self.reliability.eta, {"step": self.step, **eval_metrics})
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        settings = self.settings
+        train, log_cfg, ckpt = settings.train, settings.logging, settings.checkpoint
+        self.maybe_resume()
+        rank0 = _is_logging_rank()
+        if rank0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(settings.resolved, sort_keys=False))
+        logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
+                               tensorboard=log_cfg.tensorboard, progress=log_cfg.progress)
+        stop = StopRequest()
+        try:
+            while self.step < train.max_steps:
+                batches = self.data.sampler.next_step()
+                metrics = self.aligner.train_step(batches, self.optimizer, self.scheduler)
+                self.step += 1
+                if self.step % max(log_cfg.log_interval, 1) == 0:
+                    logger.train_step(self.step, metrics, tokens=metrics.get("tokens", 0))
+                if train.eval_interval and self.step % train.eval_interval == 0 \
+                        and self.step < train.max_steps:
+                    logger.log(self.step, "eval", self.evaluate())
+                if log_cfg.eta_log_interval and self.step % log_cfg.eta_log_interval == 0:
+                    self.log_eta(logger)
+                saved = ckpt.interval and self.step % ckpt.interval == 0 and self.step < train.max_steps
+                if saved:
+                    self.save()
+                settings.fault.maybe_fire(self.step)
+                if stop.agreed():
+                    if not saved:
+                        self.save()
+                    logger.write(f"{stop.received or 'stop signal'}: checkpoint at step {self.step} "
+                                 f"saved, exiting with {EXIT_REQUEUE} (requeue)")
+                    return EXIT_REQUEUE
+            eval_metrics = self.evaluate()
+            logger.log(self.step, "eval", eval_metrics)
+            self.log_eta(logger)
+            if ckpt.save_final:
+                self.save()
+            self.write_outputs(eval_metrics)
+            return 0
+        finally:
+            stop.restore()
+            logger.close()
+
+
+def run_training(settings: Settings) -> int:
+    """Train from validated settings; returns 0, or EXIT_REQUEUE (75) after a stop signal."""
+    trainer = Trainer(settings)
+    try:
+        return trainer.run()
+    finally:
+        destroy_parallel()

@@ -1,0 +1,36 @@
+"""Train a preference-optimisation recipe (Hydra; config in conf/train.yaml).
+
+    python -m recipes.train                                   # default recipe tiny_cpu, 1 process
+    torchrun --nproc-per-node=2 -m recipes.train recipe=tiny_cpu objective=ipo robust=none
+    srun python -m recipes.train recipe=paper/mistral_re_simpo run.dir=/scratch/run1
+
+The composed config is validated for this world size before any model or process group exists.
+Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
+(start the same command again to resume); 2 invalid config.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from nemo_repo.training.config import ConfigError, validate
+from nemo_repo.training.distenv import distributed_env
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    env = distributed_env()
+    try:
+        settings = validate(cfg, env.world_size, build_data=data_settings)
+    except ConfigError as error:
+        if env.rank == 0:
+            print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
+    from nemo_repo.training.loop import run_training   # heavy imports only after validation
+
+    sys.exit(run_training(settings))
+
+
+if __name__ == "__main__":   # dist_checkpointing starts a spawn Manager: keep work behind this guard
+    main()
