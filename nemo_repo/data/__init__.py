@@ -1,0 +1,1 @@
+"""Preference-data layer: readers, validation, tokenization, batching, sampling, synthetic data."""
