@@ -1,6 +1,7 @@
 """Run 3 RE-DPO optimizer steps in one or several layouts and write the results as JSON.
 
-Usage (under torchrun): layout_worker.py OUTDIR CASE [CASE ...], CASE = tag:tp:pp:mbs[:packed].
+Usage (under torchrun): layout_worker.py OUTDIR CASE [CASE ...],
+CASE = tag:tp:pp:mbs[:packed][:distopt] (distopt: the distributed optimizer).
 Every case uses the same initial weights, the same 8-pair global batch and eta0/alpha; each rank
 writes OUTDIR/<tag>.rank<r>.json (eta, metrics, and on DP rank 0 the per-pair outputs).
 """
@@ -26,8 +27,8 @@ GLOBAL_BATCH = 8
 STEPS = 3
 
 
-def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool) -> None:
-    parallel = ParallelConfig(tp, pp, mbs, GLOBAL_BATCH)
+def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, distopt: bool) -> None:
+    parallel = ParallelConfig(tp, pp, mbs, GLOBAL_BATCH, use_distributed_optimizer=distopt)
     layout = initialize_parallel(parallel, MODEL, seed=11)
     policy = build_policy(MODEL, parallel, seed=7)
     reference = build_reference(MODEL, parallel, seed=7)
@@ -35,7 +36,8 @@ def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool) -
                                    AnnotatorIndex(["a", "b", "c"]))
     aligner = PreferenceAligner(policy, MODEL, ObjectiveConfig(name="dpo", beta=0.5),
                                 RobustConfig(mode="re"), reliability, reference)
-    optim = OptimConfig(lr=1e-2, clip_grad=1.0, warmup_steps=0, total_steps=STEPS, weight_decay=0.01)
+    optim = OptimConfig(lr=1e-2, clip_grad=1.0, warmup_steps=0, total_steps=STEPS, weight_decay=0.01,
+                        use_distributed_optimizer=distopt)
     optimizer = build_optimizer(optim, policy)
     scheduler = build_scheduler(optim, optimizer)
     pairs = make_pairs(GLOBAL_BATCH, MODEL.vocab_size, seed=3)
@@ -62,7 +64,7 @@ def main() -> None:
     outdir = Path(sys.argv[1])
     for case in sys.argv[2:]:
         tag, tp, pp, mbs, *flags = case.split(":")
-        run_case(outdir, tag, int(tp), int(pp), int(mbs), "packed" in flags)
+        run_case(outdir, tag, int(tp), int(pp), int(mbs), "packed" in flags, "distopt" in flags)
 
 
 if __name__ == "__main__":

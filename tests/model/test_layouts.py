@@ -1,6 +1,6 @@
 """Same initial weights + same global batch => same log-probs, loss, grad norm and eta after 3
-RE-DPO optimizer steps in every layout (TP, PP, DP, TP x DP, TP x PP), micro-batch count and
-packing; eta identical on every rank; reference == policy at step 0 gives h = 0 and w = eta."""
+RE-DPO optimizer steps in every layout (TP, PP, DP, TP x DP, TP x PP), micro-batch count,
+packing and with the distributed optimizer; eta identical on every rank; reference == policy at step 0 gives h = 0 and w = eta."""
 
 import json
 from pathlib import Path
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.distributed
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("layouts")
     run_workers(WORKER, 1, [out, "ref:1:1:8", "mb4:1:1:2", "packed:1:1:2:packed"], timeout=240)
-    run_workers(WORKER, 2, [out, "tp2:2:1:4", "pp2:1:2:2", "dp2:1:1:2"], timeout=240)
+    run_workers(WORKER, 2, [out, "tp2:2:1:4", "pp2:1:2:2", "dp2:1:1:2", "dp2distopt:1:1:4:distopt"],
+                timeout=240)
     run_workers(WORKER, 4, [out, "tp2dp2:2:1:4", "tp2pp2:2:2:2"], timeout=300)
     loaded = {}
     for path in sorted(Path(out).glob("*.rank*.json")):
@@ -28,7 +29,7 @@ def results(tmp_path_factory):
     return loaded
 
 
-CASES = {"mb4": 1, "packed": 1, "tp2": 2, "pp2": 2, "dp2": 2, "tp2dp2": 4, "tp2pp2": 4}
+CASES = {"mb4": 1, "packed": 1, "tp2": 2, "pp2": 2, "dp2": 2, "dp2distopt": 2, "tp2dp2": 4, "tp2pp2": 4}
 
 
 @pytest.mark.parametrize("tag", sorted(CASES))
