@@ -52,7 +52,9 @@ def sequence_sums(token_logps: torch.Tensor, loss_mask: torch.Tensor, sequence_i
     index = torch.where(valid, ids, torch.zeros_like(ids))
     weights = torch.where(valid, mask, torch.zeros_like(mask))
     sums = torch.zeros(num_sequences, dtype=token_logps.dtype, device=token_logps.device)
-    sums = sums.index_add(0, index, token_logps.reshape(-1) * weights)
+    # where(), not a product: a non-finite value at a padding position must not leak into a sum
+    values = torch.where(valid, token_logps.reshape(-1) * weights, torch.zeros_like(weights))
+    sums = sums.index_add(0, index, values)
     counts = torch.zeros(num_sequences, dtype=token_logps.dtype, device=token_logps.device)
     counts = counts.index_add(0, index, weights.detach())
     return sums, counts

@@ -1,5 +1,5 @@
 """Single-process checks (under torchrun, 1 rank) written to OUTDIR/objectives.json:
-every objective x robust mode runs one optimizer step; SimPO/CPO run without any reference;
+token log-probs ignore the padded vocabulary; every objective x robust mode runs one optimizer step; SimPO/CPO run without any reference;
 precomputed reference sums give the same Delta as the reference model; a missing reference is
 reported; build_training builds a working stack (tiny_gpt); a bf16 model takes a step."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from nemo_repo.model.aligner import PreferenceAligner
+from nemo_repo.model.logprobs import token_logprobs
 from nemo_repo.model.parallel import ParallelConfig, initialize_parallel
 from nemo_repo.model.policy import build_policy, build_reference
 from nemo_repo.model.presets import get_preset
@@ -41,6 +42,15 @@ def main() -> None:
     initialize_parallel(parallel, model, seed=1)
     policy, reference = build_policy(model, parallel, seed=3), build_reference(model, parallel, seed=3)
     batches = micro_batches(make_pairs(4, model.vocab_size, seed=5), 2)
+
+    # per-token log-probs == log_softmax over the TRUE vocabulary (padded columns excluded)
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(2, 5, model.padded_vocab_size(1), generator=g)
+    labels = torch.randint(0, model.vocab_size, (2, 5), generator=g)
+    expected = torch.log_softmax(logits[..., :model.vocab_size].double(), -1)
+    expected = expected.gather(-1, labels[..., None])[..., 0]
+    got = token_logprobs(logits.clone(), labels, model.vocab_size)
+    results["token_logprobs_max_diff"] = float((got.double() - expected).abs().max())
 
     for name in OBJECTIVES:
         for mode in MODES:

@@ -47,3 +47,7 @@ def test_build_training(results, key):
     assert got["has_reference"] and got["sharded_keys"] > 10
     assert got["losses"][0] == pytest.approx(math.log(2), abs=1e-6)   # reference == policy at step 0
     assert got["losses"][1] < got["losses"][0] and all(g > 0 for g in got["grad_norms"])
+
+
+def test_token_logprobs_ignore_padded_vocabulary(results):
+    assert results["token_logprobs_max_diff"] <= 1e-5
