@@ -3,7 +3,7 @@
 compat      CPU-only torch patches for megatron-core (no-op on GPU)
 parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel
 presets     ModelConfig, PRESETS, to_transformer_config, layer_spec
-policy      build_policy (GPTModel + mcore DDP), build_reference (frozen), copy_weights
+policy      build_policy (GPTModel + mcore DDP), build_reference (frozen, forward-only)
 logprobs    per-sequence completion log-prob sums from vocab-parallel logits
 aligner     PreferenceAligner (forward_step / loss_func, train_step, evaluate), build_aligner
 """

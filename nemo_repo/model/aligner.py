@@ -88,6 +88,8 @@ class PreferenceAligner:
     def forward_step(self, data_iterator, model):
         """forward_step_func for get_forward_backward_func: the iterator yields (index, batch)."""
         index, batch = next(data_iterator)
+        if torch.cuda.is_available():
+            batch = batch.to(self._device(), non_blocking=True)
         output = model(batch.tokens, batch.position_ids, batch.attention_mask)
         return output, lambda output_tensor: self.loss_func(index, batch, output_tensor)
 
@@ -119,7 +121,7 @@ class PreferenceAligner:
     # ---------------------------------------------------------------- public API
     def train_step(self, micro_batches, optimizer, scheduler=None) -> dict:
         """One optimizer step over this DP rank's micro-batches (every TP/PP rank of a DP rank
-        passes the same list). Returns metrics reduced over DP, identical on every rank:
+        passes the same list; CPU tensors are fine, forward_step moves them to the GPU). Returns metrics reduced over DP, identical on every rank:
         loss, reward_accuracy, chosen_reward, rejected_reward, margin, pairs, tokens, grad_norm,
         lr, and for RE also w_mean, w_frac_below_half, eta_mean / eta_min / eta_max (after the
         update)."""
@@ -143,7 +145,7 @@ class PreferenceAligner:
         per_pair = self._pipeline_broadcast(micro_batches)
         if self.robust.mode == "re":
             for batch, w in zip(micro_batches, per_pair["w"]):
-                self.reliability.accumulate(batch.annotator_index, w.double())
+                self.reliability.accumulate(batch.annotator_index.cpu(), w.double())
             self.reliability.step(parallel_state.get_data_parallel_group())
         metrics = self._reduce_metrics(per_pair["sums"])
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
@@ -195,7 +197,7 @@ class PreferenceAligner:
     def _prepare(self, micro_batches) -> None:
         eta = [None] * len(micro_batches)
         if self.robust.mode == "re":
-            eta = [self.reliability.eta_for(b.annotator_index).to(self._device())
+            eta = [self.reliability.eta_for(b.annotator_index.cpu()).to(self._device())
                    for b in micro_batches]
         self._state = {"eta": eta, "records": [None] * len(micro_batches),
                        "reference": [None] * len(micro_batches), "loss_scale": 1.0}

@@ -143,19 +143,3 @@ def freeze(chunk) -> None:
     for param in chunk.parameters():
         param.requires_grad_(False)
 
-
-def unwrap(chunk):
-    """The GPTModel inside a DDP / Float16Module wrapper."""
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
-    return chunk
-
-
-@torch.no_grad()
-def copy_weights(source_chunks, target_chunks) -> None:
-    """Copy policy weights into the reference (same layout), e.g. reference = policy at step 0
-    after loading a pretrained checkpoint into the policy only."""
-    for source, target in zip(source_chunks, target_chunks, strict=True):
-        target_params = dict(unwrap(target).named_parameters())
-        for name, param in unwrap(source).named_parameters():
-            target_params[name].copy_(param)
