@@ -1,0 +1,321 @@
+"""From the `data` config section to per-DP-rank micro-batches: the data layer's one entry point.
+
+    config = build_data_config(cfg["data"])                    # DataConfig (validated)
+    data = PreferenceData(config, micro_batch_size=2, global_batch_size=32, dp_rank=r, dp_size=dp)
+    micro_batches = data.sampler.next_step()                   # list[PreferenceBatch], this rank
+    data.eval_batches("validation")                            # this rank's share, lazily collated
+
+Reading, validation and tokenization happen once and are cached on disk (tokenize.cached); when
+torch.distributed is initialised, rank 0 prepares the cache first and the other ranks load it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nemo_repo.data.batch import PreferenceBatch
+from nemo_repo.data.packing import Collator
+from nemo_repo.data.readers import Source, read_source, row_kind
+from nemo_repo.data.sampler import PreferenceSampler, StepPlan
+from nemo_repo.data.synthetic import TRUTH_FILE, SyntheticConfig, load_truth, write_synthetic
+from nemo_repo.data.tokenize import (PairEncoder, TokenizedSplit, TokenizeSettings, cache_key, cached,
+                                     load_tokenizer, tokenize_examples, tokenizer_fingerprint)
+from nemo_repo.data.validate import FIELDS, DataReport, SplitReport, validate_records
+from nemo_repo.reliability import AnnotatorIndex
+
+SPLITS = ("train", "validation")
+
+
+def default_cache_dir() -> Path:
+    """$NEMO_REPO_CACHE, else ~/.cache/nemo_repo (shared with recipes/fetch_assets.py)."""
+    return Path(os.environ.get("NEMO_REPO_CACHE", "~/.cache/nemo_repo")).expanduser()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The `data` config section (conf/data/*.yaml); see the README's data section."""
+    train: str | None = None               # file / folder / hub name of the training pairs
+    validation: str | None = None          # separate validation source, or ...
+    validation_fraction: float = 0.0       # ... a seeded held-out share of `train`
+    format: str = "auto"                   # auto | jsonl | json | parquet | hf_disk | hf_hub
+    train_split: str = "train"             # split names inside a DatasetDict / hub dataset
+    validation_split: str = "validation"
+    columns: dict = field(default_factory=dict)   # {prompt, chosen, rejected, annotator_id, id} -> column
+    tokenizer: str | None = None           # local HF tokenizer folder
+    max_length: int = 1024                 # tokens per sequence (prompt + one response)
+    truncation: str = "truncate"           # truncate | drop
+    chat_template: str = "auto"            # auto (use the tokenizer's if it has one) | never
+    append_eos: bool = True                # plain concatenation only
+    strict: bool = False                   # raise on the first bad row, else skip and count
+    packing: bool = False
+    pack_length: int | None = None         # packed row length (default 2 * max_length)
+    pad_to_multiple_of: int = 8
+    static_shapes: bool = False            # rows always max_length / pack_length long
+    incomplete_batch: str = "drop"         # drop | wrap (the last partial global batch per epoch)
+    seed: int = 1234                       # epoch shuffling and the held-out split
+    cache_dir: str | None = None           # default $NEMO_REPO_CACHE or ~/.cache/nemo_repo
+    truth: str | None = None               # truth.json (label correctness); default: next to train
+    synthetic: dict | None = None          # SyntheticConfig fields: generate the benchmark instead
+
+    def __post_init__(self):
+        unknown = sorted(set(self.columns) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"data.columns: unknown field(s) {unknown}; valid: {list(FIELDS)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"data.validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if self.validation and self.validation_fraction:
+            raise ValueError("set either data.validation or data.validation_fraction, not both")
+        if self.synthetic is None and (not self.train or not self.tokenizer):
+            raise ValueError("data.train and data.tokenizer are required (or data.synthetic)")
+        if self.synthetic is not None:
+            SyntheticConfig(**self.synthetic)
+        self.tokenize_settings()
+        self.collator()
+
+    @property
+    def column_map(self) -> dict:
+        return {name: self.columns.get(name, name) for name in FIELDS}
+
+    def tokenize_settings(self) -> TokenizeSettings:
+        return TokenizeSettings(self.max_length, self.truncation, self.chat_template, self.append_eos)
+
+    def collator(self) -> Collator:
+        return Collator(self.packing, self.max_length, self.pack_length, self.pad_to_multiple_of,
+                        self.static_shapes)
+
+
+def build_data_config(section: dict) -> DataConfig:
+    """DataConfig from a plain mapping; unknown keys raise KeyError naming `data.<key>`."""
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise KeyError(f"unknown key(s) {', '.join('data.' + k for k in unknown)}; valid: {sorted(names)}")
+    values = dict(section)
+    values["columns"] = dict(values.get("columns") or {})
+    if values.get("synthetic") is not None:
+        values["synthetic"] = dict(values["synthetic"])
+    return DataConfig(**values)
+
+
+def materialize_synthetic(config: DataConfig) -> DataConfig:
+    """Write the synthetic benchmark (cheap, deterministic) under the cache and point the config
+    at it; explicit train/validation/tokenizer/truth settings win."""
+    if config.synthetic is None:
+        return config
+    synthetic = SyntheticConfig(**config.synthetic)
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(synthetic), sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    folder = folder / "synthetic" / key
+    if not (folder / TRUTH_FILE).is_file():   # written aside, then renamed: ranks may race
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+        write_synthetic(tmp, synthetic)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dataclasses.replace(
+        config, synthetic=None, train=config.train or str(folder / "train.jsonl"),
+        validation=config.validation or (None if config.validation_fraction else str(folder / "validation.jsonl")),
+        tokenizer=config.tokenizer or str(folder / "tokenizer"),
+        truth=config.truth or str(folder / TRUTH_FILE))
+
+
+def _distributed():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def prepare_split(source: Source, config: DataConfig, encoder: PairEncoder, tokenizer_path: str,
+                  cache_root: Path) -> tuple[TokenizedSplit, SplitReport, bool]:
+    """Read + validate + tokenize one source, through the cache. Returns (split, report, hit)."""
+    key = cache_key(source.fingerprint(), tokenizer_fingerprint(tokenizer_path),
+                    dataclasses.asdict(config.tokenize_settings()), config.column_map, config.strict)
+
+    def build():
+        report = SplitReport(files=[source.path])
+        kind = row_kind(source.resolved_format())
+        examples = validate_records(source.path, kind, read_source(source), config.column_map,
+                                    report, config.strict)
+        split = tokenize_examples(examples, encoder, source.path, kind, config.column_map,
+                                  report, config.strict)
+        return split, report
+
+    return cached(cache_root / "tokenized" / key, build)
+
+
+def held_out(num_pairs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices): a seeded random `fraction`, each side in file order."""
+    count = int(round(fraction * num_pairs))
+    chosen = np.random.default_rng([seed, 7]).permutation(num_pairs)[:count]
+    mask = np.zeros(num_pairs, dtype=bool)
+    mask[chosen] = True
+    return np.flatnonzero(~mask).tolist(), np.flatnonzero(mask).tolist()
+
+
+class LazyBatches(Sequence):
+    """Micro-batches collated on access (evaluation over a whole split without holding every
+    attention mask in memory)."""
+
+    def __init__(self, groups: list[list[int]], make):
+        self.groups, self.make = groups, make
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.make(g) for g in self.groups[i]]
+        return self.make(self.groups[i])
+
+
+class TrainBatches:
+    """The training stream: `next_step()` -> this rank's micro-batches (list[PreferenceBatch])
+    of the next global batch; `last_plan` says which epoch/step it was and whether the epoch
+    ended there (for reliability.end_epoch). state_dict/load_state_dict = the sampler's."""
+
+    def __init__(self, data: "PreferenceData", sampler: PreferenceSampler):
+        self.data, self.sampler = data, sampler
+        self.last_plan: StepPlan | None = None
+
+    def next_step(self) -> list[PreferenceBatch]:
+        self.last_plan = self.sampler.next_step()
+        return [self.data.collate("train", group) for group in self.last_plan.micro_batches]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+class PreferenceData:
+    """Both splits tokenized, the annotator index, the training stream and evaluation batches
+    for one data-parallel rank.
+
+    `annotators`: an AnnotatorIndex to extend (append-only; a new one by default). Training
+    annotator ids are indexed in file order first, then validation ids."""
+
+    def __init__(self, config: DataConfig, micro_batch_size: int, global_batch_size: int,
+                 dp_rank: int = 0, dp_size: int = 1, annotators: AnnotatorIndex | None = None):
+        config = materialize_synthetic(config)
+        self.config = config
+        self.micro_batch_size, self.dp_rank, self.dp_size = micro_batch_size, dp_rank, dp_size
+        self.collator = config.collator()
+        self.report = DataReport()
+        self.splits = self._prepare(config)
+        self.annotators = annotators if annotators is not None else AnnotatorIndex()
+        self._annotator_index = {name: np.array([self.annotators.index(a) for a in split.annotator_ids],
+                                                dtype=np.int64)
+                                 for name, split in self.splits.items()}
+        sampler = PreferenceSampler(len(self.splits["train"]), global_batch_size, micro_batch_size,
+                                    dp_rank, dp_size, config.seed, config.incomplete_batch)
+        self.sampler = TrainBatches(self, sampler)
+        self.report.batching = self._batching_summary(sampler)
+        self._truth = load_truth(config.truth) if config.truth else self._default_truth()
+
+    # ---------------------------------------------------------------- preparation
+    def _prepare(self, config: DataConfig) -> dict[str, TokenizedSplit]:
+        tokenizer = load_tokenizer(config.tokenizer)
+        self.tokenizer = tokenizer
+        encoder = PairEncoder(tokenizer, config.tokenize_settings())
+        cache_root = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+        sources = {"train": Source(config.train, config.format, config.train_split)}
+        if config.validation:
+            sources["validation"] = Source(config.validation, config.format, config.validation_split)
+        dist = _distributed()
+        if dist is None:
+            prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
+                        for name, source in sources.items()}
+        else:   # rank 0 fills the cache; the others then load it (or raise rank 0's error too)
+            prepared, failure = {}, [None]
+            if dist.get_rank() == 0:
+                try:
+                    prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
+                                for name, source in sources.items()}
+                except Exception as error:
+                    failure = [f"{type(error).__name__}: {error}"]
+                    dist.broadcast_object_list(failure, src=0)
+                    raise
+            dist.broadcast_object_list(failure, src=0)
+            if failure[0] is not None:
+                raise RuntimeError(f"data preparation failed on rank 0: {failure[0]}")
+            if dist.get_rank() != 0:
+                prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
+                            for name, source in sources.items()}
+        splits = {}
+        for name, (split, report, hit) in prepared.items():
+            self.report.splits[name] = report
+            report_cache = "hit" if hit else "miss"
+            self.report.batching.setdefault("cache", {})[name] = report_cache
+            splits[name] = split
+        if config.validation_fraction:
+            train_rows, validation_rows = held_out(len(splits["train"]), config.validation_fraction,
+                                                   config.seed)
+            full = splits["train"]
+            splits["train"], splits["validation"] = full.subset(train_rows), full.subset(validation_rows)
+            self.report.batching["held_out_validation_pairs"] = len(validation_rows)
+        return splits
+
+    def _batching_summary(self, sampler: PreferenceSampler) -> dict:
+        """Sampler counts and the padding fraction of epoch 0 (all ranks) either way."""
+        lengths = self.splits["train"].lengths()
+        groups = []
+        for step in range(sampler.steps_per_epoch):
+            batch = sampler.global_batch(0, step)
+            groups += [lengths[batch[i:i + self.micro_batch_size]].tolist()
+                       for i in range(0, len(batch), self.micro_batch_size)]
+        return {**self.report.batching, **sampler.epoch_summary(),
+                "packing": self.config.packing,
+                "padding_fraction_padded": round(self.collator.padding_fraction(groups, False), 4),
+                "padding_fraction_packed": round(self.collator.padding_fraction(groups, True), 4)}
+
+    # ---------------------------------------------------------------- batches
+    def collate(self, split: str, indices: Sequence[int]) -> PreferenceBatch:
+        data, annotators = self.splits[split], self._annotator_index[split]
+        return self.collator([data.pair(i, int(annotators[i]), i) for i in indices])
+
+    def eval_batches(self, split: str = "validation", max_pairs: int | None = None) -> LazyBatches:
+        """This rank's contiguous share of the split's first `max_pairs` pairs (all by default),
+        in file order, as micro-batches (the last may be smaller; a rank may get none)."""
+        if split not in self.splits:
+            raise KeyError(f"no '{split}' split (set data.validation or data.validation_fraction)")
+        n = len(self.splits[split]) if max_pairs is None else min(max_pairs, len(self.splits[split]))
+        mine = np.array_split(np.arange(n), self.dp_size)[self.dp_rank].tolist()
+        groups = [mine[i:i + self.micro_batch_size] for i in range(0, len(mine), self.micro_batch_size)]
+        return LazyBatches(groups, lambda group: self.collate(split, group))
+
+    # ---------------------------------------------------------------- per-pair metadata
+    has_reference_logps = False
+
+    def pair_ids(self, split: str) -> list[str]:
+        return list(self.splits[split].pair_ids)
+
+    def num_pairs(self, split: str) -> int:
+        return len(self.splits[split])
+
+    def label_correct(self, split: str) -> list[bool] | None:
+        """Per pair: is the dataset's label the true preference? From truth.json; None without."""
+        if self._truth is None:
+            return None
+        flipped = set(self._truth.get("flipped_ids" if split == "train" else "validation_flipped_ids", []))
+        if split == "validation" and self.config.validation_fraction:
+            flipped = set(self._truth.get("flipped_ids", []))
+        return [pair_id not in flipped for pair_id in self.splits[split].pair_ids]
+
+    def _default_truth(self) -> dict | None:
+        candidate = Path(self.config.train).expanduser().parent / TRUTH_FILE
+        return load_truth(candidate) if candidate.is_file() else None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
