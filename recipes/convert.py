@@ -58,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(message: str) -> None:
+def _say(message: str, file=sys.stdout) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        print(message, flush=True)
+        print(message, file=file, flush=True)
 
 
 class _Timer:
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     try:
         return command(args)
     except (ConversionError, LayoutError) as error:
-        _say(f"error: {error}")
+        _say(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         destroy_parallel()
