@@ -14,6 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from nemo_repo.data.pipeline import build_data_config
 from nemo_repo.training.config import ConfigError, validate
 from nemo_repo.training.distenv import distributed_env
 
@@ -22,7 +23,7 @@ from nemo_repo.training.distenv import distributed_env
 def main(cfg: DictConfig) -> None:
     env = distributed_env()
     try:
-        settings = validate(cfg, env.world_size, build_data=data_settings)
+        settings = validate(cfg, env.world_size, build_data=build_data_config)
     except ConfigError as error:
         if env.rank == 0:
             print(f"config error: {error}", file=sys.stderr)

@@ -16,17 +16,15 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from nemo_repo.model.aligner import PreferenceAligner
-from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
-from nemo_repo.model.policy import build_policy, build_reference
-from nemo_repo.reliability import ReliabilityState
+from nemo_repo.model.parallel import destroy_parallel
+from nemo_repo.data.pipeline import PreferenceData
+from nemo_repo.reliability import AnnotatorIndex, ReliabilityState
+from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs
 from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
                                            save_checkpoint)
 from nemo_repo.training.config import Settings
 from nemo_repo.training.logging import MetricsLogger
-from nemo_repo.training.optim import build_optimizer, build_scheduler
-from nemo_repo.training.rundata import build_run_data
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
 
 
@@ -58,26 +56,25 @@ class Trainer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.run_dir = Path(settings.run.dir)
-        parallel, model = settings.parallel, settings.model
-        self.layout = initialize_parallel(parallel, model, seed=settings.run.seed)
         seed_everything(settings.run.seed)
+        annotators = AnnotatorIndex()   # filled by the data (append-only; eta grows with it)
+        self.reliability = ReliabilityState(settings.reliability, annotators)
+        stack = build_training(settings.model, settings.parallel, settings.objective, settings.robust,
+                               settings.optim, reliability=self.reliability, seed=settings.run.seed)
+        self.layout, self.aligner = stack.layout, stack.aligner
+        self.policy, self.optimizer, self.scheduler = stack.model_chunks, stack.optimizer, stack.scheduler
+        if settings.init_from:   # pretrained weights for the policy and the frozen reference
+            for chunks in (stack.model_chunks, stack.reference_chunks):
+                if chunks is not None:
+                    load_model_weights(settings.init_from, chunks)
         from megatron.core import parallel_state
 
-        self.data = build_run_data(settings, parallel_state.get_data_parallel_rank(),
-                                   self.layout["dp"], self.layout["num_microbatches"])
-        self.policy = build_policy(model, parallel, seed=settings.run.seed)
-        self.reference = None
-        if settings.objective.needs_reference and not self.data.has_reference_logps:
-            self.reference = build_reference(model, parallel, seed=settings.run.seed)
-        if settings.init_from:
-            load_model_weights(settings.init_from, self.policy)
-            if self.reference is not None:
-                load_model_weights(settings.init_from, self.reference)
-        self.optimizer = build_optimizer(settings.optim, self.policy, bf16=model.dtype == "bf16")
-        self.scheduler = build_scheduler(settings.optim, self.optimizer)
-        self.reliability = ReliabilityState(settings.reliability, self.data.annotators)
-        self.aligner = PreferenceAligner(self.policy, model, settings.objective, settings.robust,
-                                         reliability=self.reliability, reference=self.reference)
+        self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
+                                   settings.parallel.global_batch_size,
+                                   parallel_state.get_data_parallel_rank(), self.layout["dp"], annotators)
+        if self.data.vocab_size > settings.model.vocab_size:
+            raise ValueError(f"the tokenizer has {self.data.vocab_size} tokens but model "
+                             f"{settings.model.name} only {settings.model.vocab_size} (model.preset)")
         self.step = 0
 
     # ------------------------------------------------------------------ checkpoints
