@@ -61,12 +61,13 @@ class ModelConfig:
 _LLAMA = dict(normalization="RMSNorm", activation="swiglu", position_embedding_type="rope")
 
 PRESETS: dict[str, ModelConfig] = {
-    # GPT-2 style block: LayerNorm, GeLU, biases, learned positions, tied embeddings.
+    # GPT-2 style block (LayerNorm, GeLU, biases, learned positions) with an untied output layer,
+    # so the untied path (Mistral, Llama-3) is exercised on CPU too.
     "tiny_gpt": ModelConfig("tiny_gpt", num_layers=4, hidden_size=64, ffn_hidden_size=256,
                             num_attention_heads=4, num_query_groups=None, vocab_size=256,
                             max_position_embeddings=512, normalization="LayerNorm", activation="gelu",
                             position_embedding_type="learned_absolute", add_bias_linear=True,
-                            add_qkv_bias=True, tie_embeddings=True),
+                            add_qkv_bias=True, tie_embeddings=False),
     # Llama block (RoPE, RMSNorm, SwiGLU, GQA), tied; vocab 320 pads to 384 (TP1) / 512 (TP2),
     # so tests exercise the padded-vocabulary masking.
     "tiny_llama": ModelConfig("tiny_llama", num_layers=4, hidden_size=64, ffn_hidden_size=128,

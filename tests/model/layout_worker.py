@@ -1,7 +1,8 @@
 """Run 3 RE-DPO optimizer steps in one or several layouts and write the results as JSON.
 
 Usage (under torchrun): layout_worker.py OUTDIR CASE [CASE ...],
-CASE = tag:tp:pp:mbs[:packed][:distopt] (distopt: the distributed optimizer).
+CASE = tag:tp:pp:mbs[:packed][:distopt][:gpt] (distopt: the distributed optimizer; gpt: tiny_gpt
+instead of tiny_llama).
 Every case uses the same initial weights, the same 8-pair global batch and eta0/alpha; each rank
 writes OUTDIR/<tag>.rank<r>.json (eta, metrics, and on DP rank 0 the per-pair outputs).
 """
@@ -22,25 +23,25 @@ from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, Reliability
 from nemo_repo.training.optim import OptimConfig, build_optimizer, build_scheduler
 from tests.model.batches import make_pairs, micro_batches
 
-MODEL = get_preset("tiny_llama")
 GLOBAL_BATCH = 8
 STEPS = 3
 
 
-def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, distopt: bool) -> None:
+def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, distopt: bool,
+             model) -> None:
     parallel = ParallelConfig(tp, pp, mbs, GLOBAL_BATCH, use_distributed_optimizer=distopt)
-    layout = initialize_parallel(parallel, MODEL, seed=11)
-    policy = build_policy(MODEL, parallel, seed=7)
-    reference = build_reference(MODEL, parallel, seed=7)
+    layout = initialize_parallel(parallel, model, seed=11)
+    policy = build_policy(model, parallel, seed=7)
+    reference = build_reference(model, parallel, seed=7)
     reliability = ReliabilityState(ReliabilityConfig(eta0=0.8, alpha=0.5),
                                    AnnotatorIndex(["a", "b", "c"]))
-    aligner = PreferenceAligner(policy, MODEL, ObjectiveConfig(name="dpo", beta=0.5),
+    aligner = PreferenceAligner(policy, model, ObjectiveConfig(name="dpo", beta=0.5),
                                 RobustConfig(mode="re"), reliability, reference)
     optim = OptimConfig(lr=1e-2, clip_grad=1.0, warmup_steps=0, total_steps=STEPS, weight_decay=0.01,
                         use_distributed_optimizer=distopt)
     optimizer = build_optimizer(optim, policy)
     scheduler = build_scheduler(optim, optimizer)
-    pairs = make_pairs(GLOBAL_BATCH, MODEL.vocab_size, seed=3)
+    pairs = make_pairs(GLOBAL_BATCH, model.vocab_size, seed=3)
     batches = micro_batches(pairs, mbs, parallel_state.get_data_parallel_rank(), layout["dp"],
                             packed=packed)
     result = {"layout": layout, "steps": []}
@@ -64,7 +65,8 @@ def main() -> None:
     outdir = Path(sys.argv[1])
     for case in sys.argv[2:]:
         tag, tp, pp, mbs, *flags = case.split(":")
-        run_case(outdir, tag, int(tp), int(pp), int(mbs), "packed" in flags, "distopt" in flags)
+        run_case(outdir, tag, int(tp), int(pp), int(mbs), "packed" in flags, "distopt" in flags,
+                 get_preset("tiny_gpt" if "gpt" in flags else "tiny_llama"))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ pytestmark = pytest.mark.distributed
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("layouts")
-    run_workers(WORKER, 1, [out, "ref:1:1:8", "mb4:1:1:2", "packed:1:1:2:packed"], timeout=240)
+    run_workers(WORKER, 1, [out, "ref:1:1:8", "mb4:1:1:2", "packed:1:1:2:packed", "refgpt:1:1:8:gpt"],
+                timeout=240)
     run_workers(WORKER, 2, [out, "tp2:2:1:4", "pp2:1:2:2", "dp2:1:1:2", "dp2distopt:1:1:4:distopt"],
                 timeout=240)
-    run_workers(WORKER, 4, [out, "tp2dp2:2:1:4", "tp2pp2:2:2:2"], timeout=300)
+    run_workers(WORKER, 4, [out, "tp2dp2:2:1:4", "tp2pp2:2:2:2", "tp2pp2gpt:2:2:2:gpt"], timeout=300)
     loaded = {}
     for path in sorted(Path(out).glob("*.rank*.json")):
         tag, rank = path.name[:-len(".json")].split(".rank")
@@ -29,12 +30,13 @@ def results(tmp_path_factory):
     return loaded
 
 
-CASES = {"mb4": 1, "packed": 1, "tp2": 2, "pp2": 2, "dp2": 2, "dp2distopt": 2, "tp2dp2": 4, "tp2pp2": 4}
+CASES = {"mb4": 1, "packed": 1, "tp2": 2, "pp2": 2, "dp2": 2, "dp2distopt": 2, "tp2dp2": 4, "tp2pp2": 4,
+         "tp2pp2gpt": 4}   # tiny_llama (tied, RoPE, GQA); *gpt: tiny_gpt (untied, learned positions)
 
 
 @pytest.mark.parametrize("tag", sorted(CASES))
 def test_layout_matches_tp1(results, tag):
-    ref, ranks = results["ref"][0], results[tag]
+    ref, ranks = results["refgpt" if tag.endswith("gpt") else "ref"][0], results[tag]
     assert sorted(ranks) == list(range(CASES[tag])), f"{tag}: missing rank outputs"
     got = ranks[0]
     for key in ("chosen_logp", "rejected_logp"):
@@ -53,7 +55,7 @@ def test_layout_matches_tp1(results, tag):
     assert got["steps"][-1]["eta"] != got["steps"][0]["eta"]
 
 
-@pytest.mark.parametrize("tag", sorted(CASES) + ["ref"])
+@pytest.mark.parametrize("tag", sorted(CASES) + ["ref", "refgpt"])
 def test_eta_and_metrics_identical_on_every_rank(results, tag):
     ranks = results[tag]
     for rank, got in ranks.items():
