@@ -191,7 +191,8 @@ def load_model_weights(directory, model_chunks) -> None:
     """Collective: load only the "model" entry of a dist_checkpointing directory (a training
     checkpoint or a converted HF model) into `model_chunks`, in any TP/PP layout."""
     model = _single_chunk(model_chunks)
-    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(directory))
+    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()},
+                                     str(Path(directory).expanduser()))
     model.load_state_dict(loaded["model"])
 
 

@@ -36,6 +36,7 @@ class TrainSettings:
     max_steps: int
     eval_interval: int
     eval_max_pairs: int | None
+    stop_at_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,9 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
     _non_negative_ints("train", train, ["max_steps", "eval_interval"])
     if train["max_steps"] < 1:
         raise ConfigError(f"train.max_steps must be >= 1, got {train['max_steps']}")
-    if train.get("eval_max_pairs") is not None:
-        _non_negative_ints("train", train, ["eval_max_pairs"])
+    for optional in ("eval_max_pairs", "stop_at_step"):
+        if train.get(optional) is not None:
+            _non_negative_ints("train", train, [optional])
     _non_negative_ints("checkpoint", checkpoint, ["interval", "keep_last"])
     _non_negative_ints("logging", logging, ["log_interval", "eta_log_interval"])
 

@@ -95,6 +95,10 @@ class Trainer:
         common = load_checkpoint(latest, self.policy, self.optimizer, self.reliability)
         self.scheduler.load_state_dict(common["scheduler"])
         self.data.sampler.load_state_dict(common["sampler"])
+        if common["config"]["optim"] != self.settings.resolved["optim"] \
+                or common["config"]["train"]["max_steps"] != self.settings.train.max_steps:
+            print(f"warning: {latest} was saved with other optim / train.max_steps settings; the "
+                  f"LR schedule continues from the checkpoint's", flush=True)
         self.step = int(common["step"])
         if _is_logging_rank():
             print(f"resumed from {latest} (step {self.step})", flush=True)
@@ -155,6 +159,11 @@ class Trainer:
                     logger.write(f"{stop.received or 'stop signal'}: checkpoint at step {self.step} "
                                  f"saved, exiting with {EXIT_REQUEUE} (requeue)")
                     return EXIT_REQUEUE
+                if self.step == train.stop_at_step and self.step < train.max_steps:
+                    if not saved:
+                        self.save()
+                    logger.write(f"train.stop_at_step={self.step}: checkpoint saved, stopping")
+                    return 0
             eval_metrics = self.evaluate()
             logger.log(self.step, "eval", eval_metrics)
             self.log_eta(logger)

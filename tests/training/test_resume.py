@@ -1,0 +1,137 @@
+"""End-to-end runs of recipes/train.py on a tiny synthetic task (fp32, CPU, deterministic):
+crash + resume, preemption (exit 75), truncated checkpoints, outputs, and resuming a TP=2 / PP=2
+checkpoint at TP=1. Every run has its own timeout; multi-process runs go through run_workers."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from nemo_repo.training import checkpoint, outputs
+from nemo_repo.training.logging import METRICS_FILE
+from nemo_repo.training.signals import EXIT_REQUEUE
+from tests.dist import REPO_ROOT, run_workers
+
+TRAIN = REPO_ROOT / "recipes" / "train.py"
+STEPS = 4
+
+
+def tiny(run_dir, cache_dir, *extra):
+    return [f"run.dir={run_dir}", f"data.cache_dir={cache_dir}", "recipe=tiny_cpu",
+            "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
+            "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
+            f"train.max_steps={STEPS}", "train.eval_interval=2", "checkpoint.interval=2",
+            "checkpoint.keep_last=3", "logging.progress=false", "logging.tensorboard=false",
+            "logging.eta_log_interval=2", *extra]
+
+
+def train(args, timeout=120):
+    """One process (world of one); returns the completed process."""
+    path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
+    try:
+        return subprocess.run([sys.executable, str(TRAIN), *map(str, args)], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"training timed out\n{error.stdout}\n{error.stderr}") from None
+
+
+def ok(done):
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done
+
+
+def records(run_dir):
+    """metrics.jsonl without wall-clock fields."""
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")} for line in lines]
+
+
+def final_state(run_dir):
+    return {"metrics": records(run_dir),
+            "reliability": json.loads((run_dir / outputs.RELIABILITY_FILE).read_text()),
+            "pair_weights": (run_dir / outputs.PAIR_WEIGHTS_FILE).read_text(),
+            "eval": json.loads((run_dir / outputs.EVAL_FILE).read_text())}
+
+
+def train_loss(run_dir, step):
+    return next(r["loss"] for r in records(run_dir) if r["split"] == "train" and r["step"] == step)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The uninterrupted single-process run every other run is compared with."""
+    root = tmp_path_factory.mktemp("reference")
+    run_dir = root / "run"
+    ok(train(tiny(run_dir, root / "cache")))
+    return run_dir, root / "cache"
+
+
+def test_outputs_exist_and_follow_the_formats(reference_run):
+    run_dir, _ = reference_run
+    assert [s for s, _ in checkpoint.complete_checkpoints(run_dir / "checkpoints")] == [2, STEPS]
+    rows = [json.loads(line) for line in (run_dir / outputs.PAIR_WEIGHTS_FILE).read_text().splitlines()]
+    assert len(rows) == 64 and len({r["id"] for r in rows}) == 64
+    assert all(set(r) == {"id", "annotator_id", "w"} and 0.0 <= r["w"] <= 1.0 for r in rows)
+    reliability = json.loads((run_dir / outputs.RELIABILITY_FILE).read_text())
+    assert sum(r["labels"] for r in reliability) == 64
+    assert all(set(r) == {"annotator_id", "eta", "labels", "mean_w"} and 0 < r["eta"] < 1
+               for r in reliability)
+    evaluation = json.loads((run_dir / outputs.EVAL_FILE).read_text())
+    assert evaluation["step"] == STEPS and evaluation["pairs"] == 16
+    assert 0.0 <= evaluation["true_label_accuracy"] <= 1.0 and evaluation["loss"] > 0
+    metrics = records(run_dir)
+    assert [r["step"] for r in metrics if r["split"] == "train"] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in metrics if r["split"] == "eval"] == [2, STEPS]
+    eta = [r for r in metrics if r["split"] == "eta"][-1]
+    assert {k[len("eta/"):]: v for k, v in eta.items() if k.startswith("eta/")} == \
+        {r["annotator_id"]: r["eta"] for r in reliability}
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    killed = train(tiny(run_dir, cache, "debug.signal_at_step=3", "debug.signal=SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL
+    assert checkpoint.latest_checkpoint(run_dir / "checkpoints").name == checkpoint.step_dir_name(2)
+    resumed = ok(train(tiny(run_dir, cache)))
+    assert "resumed from" in resumed.stdout and checkpoint.step_dir_name(2) in resumed.stdout
+    assert final_state(run_dir) == final_state(reference)
+
+
+def test_sigterm_saves_and_exits_75_and_a_truncated_checkpoint_is_skipped(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    stopped = train(tiny(run_dir, cache, "debug.signal_at_step=3", "debug.signal=SIGTERM"))
+    assert stopped.returncode == EXIT_REQUEUE, stopped.stderr[-3000:]
+    latest = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+    assert latest.name == checkpoint.step_dir_name(3) and (latest / checkpoint.MARKER).is_file()
+    # a later save that died half way: copied files, no marker -> must be ignored
+    truncated = run_dir / "checkpoints" / checkpoint.step_dir_name(4)
+    shutil.copytree(latest, truncated)
+    (truncated / checkpoint.MARKER).unlink()
+    resumed = ok(train(tiny(run_dir, cache)))
+    assert checkpoint.step_dir_name(3) in resumed.stdout
+    assert final_state(run_dir) == final_state(reference)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["parallel.tensor_model_parallel_size=2",
+                                    "parallel.pipeline_model_parallel_size=2"])
+def test_a_tp2_or_pp2_checkpoint_resumes_at_tp1_with_the_same_next_step_loss(reference_run, tmp_path,
+                                                                               layout):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    run_workers(TRAIN, 2, tiny(run_dir, cache, layout, "train.stop_at_step=2"), timeout=150)
+    assert checkpoint.latest_checkpoint(run_dir / "checkpoints").name == checkpoint.step_dir_name(2)
+    for step in (1, 2):
+        assert train_loss(run_dir, step) == pytest.approx(train_loss(reference, step), rel=1e-5)
+    ok(train(tiny(run_dir, cache)))
+    assert train_loss(run_dir, 3) == pytest.approx(train_loss(reference, 3), rel=1e-5)
+    reliability = json.loads((run_dir / outputs.RELIABILITY_FILE).read_text())
+    expected = json.loads((reference / outputs.RELIABILITY_FILE).read_text())
+    assert [r["eta"] for r in reliability] == pytest.approx([r["eta"] for r in expected], abs=1e-6)
