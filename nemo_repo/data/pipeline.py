@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nemo_repo.data.assets import default_cache_dir
 from nemo_repo.data.batch import PreferenceBatch
 from nemo_repo.data.packing import Collator
 from nemo_repo.data.readers import Source, read_source, row_kind
@@ -32,11 +33,6 @@ from nemo_repo.data.validate import FIELDS, DataReport, SplitReport, validate_re
 from nemo_repo.reliability import AnnotatorIndex
 
 SPLITS = ("train", "validation")
-
-
-def default_cache_dir() -> Path:
-    """$NEMO_REPO_CACHE, else ~/.cache/nemo_repo (shared with recipes/fetch_assets.py)."""
-    return Path(os.environ.get("NEMO_REPO_CACHE", "~/.cache/nemo_repo")).expanduser()
 
 
 @dataclass(frozen=True)
