@@ -78,11 +78,17 @@ def current_layout() -> dict:
 
 
 def _single_chunk(model_chunks):
+    """The one GPTModel of this rank, unwrapped from DDP / Float16Module: wrappers would prefix
+    every key with "module.", so policy (DDP), reference (bare) and converted checkpoints would
+    not share one key format."""
     chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
     if len(chunks) != 1:
         raise ValueError(f"checkpointing supports one model chunk per rank (no virtual pipeline), "
                          f"got {len(chunks)}")
-    return chunks[0]
+    chunk = chunks[0]
+    while hasattr(chunk, "module"):
+        chunk = chunk.module
+    return chunk
 
 
 def _rng_object(data) -> ShardedObject:
