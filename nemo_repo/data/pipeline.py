@@ -48,6 +48,7 @@ class DataConfig:
     tokenizer: str | None = None           # local HF tokenizer folder
     max_length: int = 1024                 # tokens per sequence (prompt + one response)
     truncation: str = "truncate"           # truncate | drop
+    max_prompt_length: int | None = None   # truncate: prompt kept >= this (default max_length // 2)
     chat_template: str = "auto"            # auto (use the tokenizer's if it has one) | never
     append_eos: bool = True                # plain concatenation only
     strict: bool = False                   # raise on the first bad row, else skip and count
@@ -81,7 +82,8 @@ class DataConfig:
         return {name: self.columns.get(name, name) for name in FIELDS}
 
     def tokenize_settings(self) -> TokenizeSettings:
-        return TokenizeSettings(self.max_length, self.truncation, self.chat_template, self.append_eos)
+        return TokenizeSettings(self.max_length, self.truncation, self.chat_template, self.append_eos,
+                                self.max_prompt_length)
 
     def collator(self) -> Collator:
         return Collator(self.packing, self.max_length, self.pack_length, self.pad_to_multiple_of,

@@ -11,8 +11,9 @@ Sequence = prompt tokens + completion tokens; only completion tokens carry loss 
   when append_eos (then the loss mask covers the EOS). Texts are concatenated as given: put the
   separating space/newline in the data (" 7", "\\nAnswer").
 Truncation (max_length bounds each sequence, prompt + response): "truncate" cuts the prompt from
-the left first (keeping at least one token), then both responses from the right; "drop" skips
-the pair as a `too_long` error. Every cut is counted in the SplitReport.
+the left first, but not below max_prompt_length tokens (default max_length // 2, so a long
+response cannot erase the prompt), then both responses from the right; "drop" skips the pair as
+a `too_long` error. Every cut is counted in the SplitReport.
 """
 
 import hashlib
@@ -43,14 +44,21 @@ class TokenizeSettings:
     truncation: str = "truncate"
     chat_template: str = "auto"
     append_eos: bool = True
+    max_prompt_length: int | None = None    # truncation floor for the prompt; None = max_length // 2
 
     def __post_init__(self):
         if self.max_length < 2:
             raise ValueError(f"data.max_length must be >= 2, got {self.max_length}")
+        if self.max_prompt_length is not None and not 1 <= self.max_prompt_length < self.max_length:
+            raise ValueError(f"data.max_prompt_length must lie in [1, max_length), got {self.max_prompt_length}")
         if self.truncation not in TRUNCATION:
             raise ValueError(f"data.truncation must be one of {TRUNCATION}, got '{self.truncation}'")
         if self.chat_template not in TEMPLATE_MODES:
             raise ValueError(f"data.chat_template must be one of {TEMPLATE_MODES}, got '{self.chat_template}'")
+
+    @property
+    def prompt_floor(self) -> int:
+        return self.max_prompt_length or max(self.max_length // 2, 1)
 
 
 def load_tokenizer(path: str):
@@ -124,7 +132,7 @@ class TooLong(ValueError):
 
 
 def fit_length(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int,
-               truncation: str) -> tuple[tuple[list[int], list[int], list[int]], list[str]]:
+               truncation: str, prompt_floor: int = 1) -> tuple[tuple[list[int], list[int], list[int]], list[str]]:
     """Apply the truncation policy; returns the fitted lists and the parts cut. Raises TooLong
     (policy "drop") when a sequence is longer than max_length."""
     longest = len(prompt) + max(len(chosen), len(rejected))
@@ -135,7 +143,7 @@ def fit_length(prompt: list[int], chosen: list[int], rejected: list[int], max_le
         raise TooLong(name, f"prompt + {name} is {longest} tokens, more than max_length "
                                f"{max_length} (truncation=drop)")
     cut = []
-    prompt_cut = min(longest - max_length, len(prompt) - 1)
+    prompt_cut = min(longest - max_length, len(prompt) - max(prompt_floor, 1))
     if prompt_cut > 0:
         prompt, cut = prompt[prompt_cut:], ["prompt"]
     room = max_length - len(prompt)
@@ -216,7 +224,8 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
     for example, encoded in zip(examples, encoder.encode(examples)):
         error = None
         try:
-            (prompt, chosen, rejected), cut = fit_length(*encoded, settings.max_length, settings.truncation)
+            (prompt, chosen, rejected), cut = fit_length(*encoded, settings.max_length, settings.truncation,
+                                                         settings.prompt_floor)
             if not prompt or not chosen or not rejected:
                 name = "prompt" if not prompt else "chosen" if not chosen else "rejected"
                 error = RowError(file, example.row, row_kind, columns[name], EMPTY_FIELD,

@@ -80,6 +80,8 @@ def test_truncation_cuts_prompt_left_then_responses_right():
     assert (p, c, r, cut) == (prompt[2:], chosen, rejected, ["prompt"])
     (p, c, r), cut = fit_length(prompt, chosen, rejected, 4, "truncate")
     assert (p, c, r, cut) == ([19], [1, 2, 3], [5, 6], ["prompt", "chosen"])
+    (p, c, r), cut = fit_length(prompt, chosen, rejected, 8, "truncate", prompt_floor=5)
+    assert (p, c, r, cut) == (prompt[5:], [1, 2, 3], [5, 6], ["prompt", "chosen"])
     assert fit_length(prompt, chosen, rejected, 14, "drop") == ((prompt, chosen, rejected), [])
 
 
