@@ -23,7 +23,8 @@ def train(name: str, robust: str, overrides: list[str]) -> Path:
                "--master-addr=127.0.0.1", f"--master-port={_port()}",
                "-m", "recipes.train", "recipe=tiny_cpu", f"robust={robust}", f"run.dir={run_dir}",
                "checkpoint.resume=false", "logging.progress=false", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     print(f"\n=== {name}: robust={robust} ({' '.join(command[6:])})", flush=True)
     start = time.time()
     done = subprocess.run(command, cwd=REPO, env=env)
@@ -80,24 +81,29 @@ def report(truth: dict, runs: dict) -> None:
               f"recall {found['recall']:.3f}")
 
 
+def synthetic_benchmark(overrides: list[str]) -> Path:
+    """Generate the default recipe's synthetic benchmark into the data cache (if absent);
+    returns its truth.json."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nemo_repo.data.pipeline import build_data_config, materialize_synthetic
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["recipe=tiny_cpu", *overrides])
+    data = materialize_synthetic(build_data_config(OmegaConf.to_container(cfg.data, resolve=True)))
+    print(f"synthetic benchmark: {Path(data.train).parent}", flush=True)
+    return Path(data.truth)
+
+
 def main(overrides: list[str]) -> None:
-    from nemo_repo.data.synthetic import TRUTH_FILE, load_truth
+    from nemo_repo.data.synthetic import load_truth
 
     start = time.time()
-    runs = {}
-    for name, robust in (("re_dpo", "re"), ("dpo", "none")):
-        runs[name] = _read(train(name, robust, overrides))
-    truth_path = Path(runs_config_data_dir(DEMO_DIR / "re_dpo")) / TRUTH_FILE
-    report(load_truth(truth_path), runs)
+    truth = load_truth(synthetic_benchmark(overrides))
+    runs = {name: _read(train(name, robust, overrides)) for name, robust in (("re_dpo", "re"), ("dpo", "none"))}
+    report(truth, runs)
     print(f"\ndemo total {time.time() - start:.0f} s; run directories under {DEMO_DIR}/")
-
-
-def runs_config_data_dir(run_dir: Path) -> str:
-    """The synthetic benchmark directory the run used (from its resolved config)."""
-    import yaml
-
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return config["data"]["synthetic"]["dir"]
 
 
 if __name__ == "__main__":

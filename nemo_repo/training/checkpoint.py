@@ -9,7 +9,8 @@ Layout of a checkpoint root (`checkpoint.dir`, default `<run.dir>/checkpoints`):
 
 Sharded entries (re-shardable across TP/PP/DP layouts unless noted):
     model          the GPTModel's sharded_state_dict()   (same format as `load_model_weights`)
-    optimizer      optimizer.sharded_state_dict(model)   (regular mcore optimizer)
+    optimizer      optimizer.sharded_state_dict(model, is_loading=...) (distributed optimizer:
+                   "fully_reshardable" format)
     reliability    ReliabilityState.state_dict()          (eta + annotator index, one copy)
     rng_state      per-rank RNG states (python, numpy, torch, cuda, megatron tracker); restored
                    only when the layout (TP, PP, DP) is unchanged, otherwise re-seeded
@@ -33,6 +34,9 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 MARKER = "COMPLETE"
+# Distributed-optimizer state in the layout-independent format (TP/PP/DP may change on resume);
+# ignored by the regular optimizer.
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 PREFIX = "step_"
 TMP_PREFIX = ".tmp_step_"
 
@@ -125,7 +129,8 @@ def restore_rng_state(state: dict) -> None:
 def _sharded_state(model, optimizer, reliability, rng, is_loading: bool) -> dict:
     state = {"model": model.sharded_state_dict()}
     if optimizer is not None:
-        state["optimizer"] = optimizer.sharded_state_dict(state["model"], is_loading=is_loading)
+        state["optimizer"] = optimizer.sharded_state_dict(state["model"], is_loading=is_loading,
+                                                          metadata=OPTIMIZER_METADATA)
     if reliability is not None:
         state["reliability"] = _replicated_object("reliability", reliability.state_dict())
     if rng is not None:
