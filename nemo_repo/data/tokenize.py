@@ -32,6 +32,7 @@ from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, TOO_LONG,
                                      PreferenceExample, RowError, SplitReport)
 
 CACHE_VERSION = 1
+ENCODE_CHUNK = 1024        # rows per batched tokenizer call
 TRUNCATION = ("truncate", "drop")
 TEMPLATE_MODES = ("auto", "never")
 _TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens",
@@ -100,8 +101,9 @@ class PairEncoder:
                 response = [{"role": "assistant", "content": response}]
             full = render(prompt + response, tokenize=False)
             if not full.startswith(prompt_text):
-                raise ValueError(f"the chat template does not render the prompt turns as a prefix of "
-                                 f"the conversation ({name}); cannot separate prompt from completion")
+                raise ValueError(f"row {example.row}: the chat template does not render the prompt "
+                                 f"turns as a prefix of the conversation ({name}); cannot separate "
+                                 f"prompt from completion (try data.chat_template=never with plain rows)")
             completions.append(full[len(prompt_text):])
         return prompt_text, completions[0], completions[1]
 
@@ -221,7 +223,9 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
     """Encode + fit every example; too-long (drop) and post-truncation problems are RowErrors."""
     settings = encoder.settings
     triples, kept = [], []
-    for example, encoded in zip(examples, encoder.encode(examples)):
+    encoded_rows = (encoded for start in range(0, len(examples), ENCODE_CHUNK)
+                    for encoded in encoder.encode(examples[start:start + ENCODE_CHUNK]))
+    for example, encoded in zip(examples, encoded_rows):
         error = None
         try:
             (prompt, chosen, rejected), cut = fit_length(*encoded, settings.max_length, settings.truncation,
