@@ -88,6 +88,13 @@ def _init(args, model_config):
     return parallel
 
 
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def _build(model_config, parallel):
     from nemo_repo.model.policy import build_reference
 
@@ -130,6 +137,7 @@ def run_import(args) -> int:
     save_model_weights(out, chunks)
     if int(os.environ.get("RANK", "0")) == 0:
         write_metadata(out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
+    _barrier()   # the checkpoint is complete (metadata + HF assets) on every rank's return
     timer.lap(f"save {out}")
     ok = not args.verify or _verify(chunks, hf_dir, model_config, args.tolerance, "import")
     if args.verify:
@@ -190,10 +198,7 @@ def run_export(args) -> int:
     weights = export_hf_weights(chunks, hf_config, model_config, dtype=out_dtype)
     if weights is not None:
         save_hf_folder(weights, out, assets, out_dtype)
-    from torch import distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
+    _barrier()
     timer.lap(f"write {out}")
     ok = not args.verify or _verify(chunks, out, model_config, args.tolerance, "export")
     if args.verify:
