@@ -214,15 +214,16 @@ def run_generate(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.hf)
     model = AutoModelForCausalLM.from_pretrained(args.hf, dtype=torch.float32).eval()
     timer.lap(f"reload {args.hf} with transformers")
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
-                                             tokenize=False, add_generation_prompt=True)
-    else:
-        text = args.prompt
-    inputs = tokenizer(text, return_tensors="pt")
+    chat = bool(tokenizer.chat_template)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=False,
+                                         add_generation_prompt=True) if chat else args.prompt
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=not chat)
+    ids = inputs["input_ids"]
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        output = model.generate(input_ids=ids, attention_mask=inputs["attention_mask"],
+                                max_new_tokens=args.max_new_tokens, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    reply = tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
     print(f"[generate] prompt: {args.prompt!r}\n[generate] reply:  {reply!r}")
     timer.lap(f"greedy generation ({args.max_new_tokens} new tokens max)")
     return 0

@@ -313,7 +313,7 @@ def find_hf_assets(checkpoint_dir, source=None) -> Path:
         candidates = [checkpoint_dir]
         init_from = _training_init_from(checkpoint_dir)
         if init_from:
-            candidates.append(Path(init_from))
+            candidates.append(Path(init_from).expanduser())
     for candidate in candidates:
         if (candidate / "config.json").is_file():
             return candidate
