@@ -42,8 +42,8 @@ def posterior_weight(delta: Tensor, eta: Tensor) -> Tensor:
     """E-step (Eq. 4): P(label correct | pair) = sigma(Delta + logit(eta)), with no gradient.
 
     eta = 0 or 1 give logit = -inf / +inf and w = 0 / 1 exactly (sigma saturates, no NaN)."""
-    eta = eta.to(torch.float64)
-    return torch.sigmoid(delta.detach().to(torch.float64) + torch.logit(eta)).to(delta.dtype)
+    logits = delta.detach().to(torch.float64) + torch.logit(eta.detach().to(torch.float64))
+    return torch.sigmoid(logits).to(delta.dtype)
 
 
 def robust_loss(terms: BaseTerms, cfg: RobustConfig, w: Tensor | None = None) -> Tensor:
