@@ -52,8 +52,12 @@ def main() -> None:
     got = token_logprobs(logits.clone(), labels, model.vocab_size)
     results["token_logprobs_max_diff"] = float((got.double() - expected).abs().max())
 
+    initial = [p.detach().clone() for c in policy for p in c.parameters()]
     for name in OBJECTIVES:
         for mode in MODES:
+            with torch.no_grad():   # every combination starts from policy == reference (h = 0)
+                for param, value in zip((p for c in policy for p in c.parameters()), initial):
+                    param.copy_(value)
             objective = ObjectiveConfig(name=name)
             aligner = PreferenceAligner(policy, model, objective, RobustConfig(mode=mode), reliability(),
                                         reference if objective.needs_reference else None)
