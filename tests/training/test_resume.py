@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -21,7 +22,7 @@ STEPS = 4
 
 
 def tiny(run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"data.cache_dir={cache_dir}", "recipe=tiny_cpu",
+    return [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
             "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
             "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
             f"train.max_steps={STEPS}", "train.eval_interval=2", "checkpoint.interval=2",
@@ -30,14 +31,29 @@ def tiny(run_dir, cache_dir, *extra):
 
 
 def train(args, timeout=120):
-    """One process (world of one); returns the completed process."""
+    """One process (world of one) in its own process group, which is killed afterwards: a crashed
+    run leaves dist_checkpointing's spawned Manager behind, as a real crash would."""
     path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
-    try:
-        return subprocess.run([sys.executable, str(TRAIN), *map(str, args)], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        raise AssertionError(f"training timed out\n{error.stdout}\n{error.stderr}") from None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, str(TRAIN), *map(str, args)], cwd=REPO_ROOT,
+                                   env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(process.args, returncode, out.read(), err.read())
+    if returncode is None:
+        raise AssertionError(f"training timed out after {timeout}s\n{done.stdout}\n{done.stderr[-5000:]}")
+    return done
 
 
 def ok(done):
