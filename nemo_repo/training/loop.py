@@ -141,6 +141,8 @@ class Trainer:
             while self.step < train.max_steps:
                 batches = self.data.sampler.next_step()
                 metrics = self.aligner.train_step(batches, self.optimizer, self.scheduler)
+                if self.data.sampler.last_plan.last_in_epoch:
+                    self.reliability.end_epoch()   # exact M-step (Eq. 6) when reliability.update=epoch
                 self.step += 1
                 if self.step % max(log_cfg.log_interval, 1) == 0:
                     logger.train_step(self.step, metrics, tokens=metrics.get("tokens", 0))

@@ -151,3 +151,14 @@ def test_a_tp2_or_pp2_checkpoint_resumes_at_tp1_with_the_same_next_step_loss(ref
     reliability = json.loads((run_dir / outputs.RELIABILITY_FILE).read_text())
     expected = json.loads((reference / outputs.RELIABILITY_FILE).read_text())
     assert [r["eta"] for r in reliability] == pytest.approx([r["eta"] for r in expected], abs=1e-6)
+
+
+def test_epoch_update_moves_eta_only_when_an_epoch_ends(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [a for a in tiny(run_dir, tmp_path / "cache") if not a.startswith("data.synthetic.n_train=")]
+    ok(train([*args, "data.synthetic.n_train=16", "reliability.update=epoch",
+              "logging.eta_log_interval=1", "checkpoint.interval=0"]))
+    eta = {r["step"]: {k: v for k, v in r.items() if k.startswith("eta/")}
+           for r in records(run_dir) if r["split"] == "eta"}
+    assert set(eta[1].values()) == {0.9}                    # 16 pairs / 8 per step: epochs end at 2, 4
+    assert eta[2] != eta[1] and eta[3] == eta[2] and eta[4] != eta[3]
