@@ -5,7 +5,7 @@ Per optimizer step: this DP rank's micro-batches of the global batch -> Preferen
 `train.eval_interval` steps a validation pass -> every `checkpoint.interval` steps a checkpoint ->
 a collective check for SIGTERM / SIGUSR1 (then: checkpoint, exit 75). At the end: final
 checkpoint, final validation (eval.json), a forward pass over the training pairs with the final
-eta (pair_weights.jsonl, reliability.json).
+eta (pair_weights.jsonl, reliability.json), and PNG figures (plots/).
 """
 
 import random
@@ -20,7 +20,7 @@ from nemo_repo.model.parallel import destroy_parallel
 from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityState
 from nemo_repo.training.build import build_training
-from nemo_repo.training import outputs
+from nemo_repo.training import outputs, plots
 from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
                                            save_checkpoint)
 from nemo_repo.training.config import Settings
@@ -124,6 +124,7 @@ class Trainer:
             outputs.write_run_outputs(
                 self.run_dir, outputs.merge_pairs(per_pair), self.data.pair_ids("train"),
                 self.data.annotators.ids(), self.reliability.eta, {"step": self.step, **eval_metrics})
+            plots.write_plots(self.run_dir)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:

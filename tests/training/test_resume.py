@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from nemo_repo.training import checkpoint, outputs
+from nemo_repo.training import checkpoint, outputs, plots
 from nemo_repo.training.logging import METRICS_FILE
 from nemo_repo.training.signals import EXIT_REQUEUE
 from tests.dist import REPO_ROOT, run_workers
@@ -103,6 +103,8 @@ def test_outputs_exist_and_follow_the_formats(reference_run):
     metrics = records(run_dir)
     assert [r["step"] for r in metrics if r["split"] == "train"] == list(range(1, STEPS + 1))
     assert [r["step"] for r in metrics if r["split"] == "eval"] == [2, STEPS]
+    assert sorted(p.name for p in (run_dir / plots.PLOTS_DIR).iterdir()) == \
+        ["eta.png", "training.png", "w_hist.png"]
     eta = [r for r in metrics if r["split"] == "eta"][-1]
     assert {k[len("eta/"):]: v for k, v in eta.items() if k.startswith("eta/")} == \
         {r["annotator_id"]: r["eta"] for r in reliability}

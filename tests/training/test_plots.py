@@ -1,0 +1,31 @@
+import json
+
+from nemo_repo.training import plots
+from nemo_repo.training.logging import METRICS_FILE
+from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_re_run_gets_training_eta_and_w_figures(tmp_path):
+    write_jsonl(tmp_path / METRICS_FILE, [
+        {"step": 1, "split": "train", "loss": 0.69, "reward_accuracy": 0.5},
+        {"step": 2, "split": "train", "loss": 0.60, "reward_accuracy": 0.7},
+        {"step": 2, "split": "eval", "loss": 0.62, "reward_accuracy": 0.6, "true_label_accuracy": 0.8},
+        {"step": 2, "split": "eta", "eta/alice": 0.88, "eta/bob": 0.71}])
+    write_jsonl(tmp_path / PAIR_WEIGHTS_FILE, [{"id": "a", "annotator_id": "alice", "w": 0.9},
+                                              {"id": "b", "annotator_id": "bob", "w": 0.2}])
+    written = plots.write_plots(tmp_path)
+    assert [p.name for p in written] == ["training.png", "eta.png", "w_hist.png"]
+    for path in written:
+        assert path.parent == tmp_path / plots.PLOTS_DIR and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_run_without_re_gets_only_the_training_figure(tmp_path):
+    write_jsonl(tmp_path / METRICS_FILE, [{"step": 1, "split": "train", "loss": 0.69}])
+    write_jsonl(tmp_path / PAIR_WEIGHTS_FILE, [{"id": "a", "annotator_id": "x", "w": None}])
+    assert [p.name for p in plots.write_plots(tmp_path)] == ["training.png"]
