@@ -15,6 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = Path("runs/demo")
+REPORT_FILE = "report.txt"
 
 
 def train(name: str, robust: str, overrides: list[str]) -> Path:
@@ -57,28 +58,30 @@ def detection(weights: list[dict], flipped: set) -> dict:
             "recall": hits / len(flipped) if flipped else float("nan")}
 
 
-def report(truth: dict, runs: dict) -> None:
+def report(truth: dict, runs: dict) -> str:
+    """The demo's three tables as text."""
     flipped = set(truth["flipped_ids"])
     eval_re, reliability_re, weights_re = runs["re_dpo"]
-    print("\n(a) annotator reliability: true eta* (realised in the training labels) vs RE-DPO estimate")
-    print(f"{'annotator':<14}{'labels':>8}{'eta*':>8}{'realised':>10}{'eta_hat':>9}{'|err|':>8}")
+    lines = ["(a) annotator reliability: true eta* (realised in the training labels) vs RE-DPO estimate",
+             f"{'annotator':<14}{'labels':>8}{'eta*':>8}{'realised':>10}{'eta_hat':>9}{'|err|':>8}"]
     errors = []
     for name, info in truth["annotators"].items():
         estimate = reliability_re[name]["eta"]
         errors.append(abs(estimate - info["eta_star"]))
-        print(f"{name:<14}{info['num_labels']:>8}{info['eta_star']:>8.3f}{info['realised_eta']:>10.3f}"
-              f"{estimate:>9.3f}{errors[-1]:>8.3f}")
-    print(f"max |eta_hat - eta*| = {max(errors):.3f} (goal <= 0.05)")
-    print("\n(b) held-out clean accuracy (validation labels are all correct)")
+        lines.append(f"{name:<14}{info['num_labels']:>8}{info['eta_star']:>8.3f}"
+                     f"{info['realised_eta']:>10.3f}{estimate:>9.3f}{errors[-1]:>8.3f}")
+    lines += [f"max |eta_hat - eta*| = {max(errors):.3f} (goal <= 0.05)", "",
+              "(b) held-out clean accuracy (validation labels are all correct)"]
     for name, (metrics, _, _) in runs.items():
         accuracy = metrics.get("true_label_accuracy", metrics.get("reward_accuracy"))
-        print(f"{name:<8} accuracy {accuracy:.3f}   loss {metrics['loss']:.4f}")
-    print(f"\n(c) finding the {len(flipped)} flipped training pairs with w < 0.5 "
-          "(w = posterior that the label is right; DPO: same formula with its fixed eta0)")
+        lines.append(f"{name:<8} accuracy {accuracy:.3f}   loss {metrics['loss']:.4f}")
+    lines += ["", f"(c) finding the {len(flipped)} flipped training pairs with w < 0.5 "
+              "(w = posterior that the label is right; DPO: same formula with its fixed eta0)"]
     for name, (_, _, weights) in runs.items():
         found = detection(weights, flipped)
-        print(f"{name:<8} flagged {found['flagged']:>5}   precision {found['precision']:.3f}   "
-              f"recall {found['recall']:.3f}")
+        lines.append(f"{name:<8} flagged {found['flagged']:>5}   precision {found['precision']:.3f}   "
+                     f"recall {found['recall']:.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def synthetic_benchmark(overrides: list[str]) -> Path:
@@ -102,8 +105,11 @@ def main(overrides: list[str]) -> None:
     start = time.time()
     truth = load_truth(synthetic_benchmark(overrides))
     runs = {name: _read(train(name, robust, overrides)) for name, robust in (("re_dpo", "re"), ("dpo", "none"))}
-    report(truth, runs)
-    print(f"\ndemo total {time.time() - start:.0f} s; run directories under {DEMO_DIR}/")
+    text = report(truth, runs)
+    (DEMO_DIR / REPORT_FILE).write_text(text)
+    print("\n" + text)
+    print(f"demo total {time.time() - start:.0f} s; report in {DEMO_DIR / REPORT_FILE}; run "
+          f"directories (metrics, plots/, reliability.json, pair_weights.jsonl) under {DEMO_DIR}/")
 
 
 if __name__ == "__main__":
