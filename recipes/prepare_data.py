@@ -11,6 +11,10 @@
         [--micro-batch-size 1 --global-batch-size 8] [--report-json report.json]
     python -m recipes.prepare_data check --config conf/data/<name>.yaml [same flags override it]
 
+    # allenai/multipref (MultiPref-Train.jsonl) -> one row per (comparison, annotator) judgment
+    python -m recipes.prepare_data multipref --input MultiPref-Train.jsonl \\
+        --out data/multipref/train.jsonl [--groups normal expert]
+
 Exit codes: 0 ok, 1 invalid data (strict mode), 2 invalid settings.
 """
 
@@ -28,6 +32,19 @@ def _synthetic(args) -> int:
     paths = write_synthetic(args.out, config)
     for name, path in paths.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _multipref(args) -> int:
+    from nemo_repo.data.multipref import MultiPrefError, flatten_file
+
+    try:
+        counts = flatten_file(args.input, args.out, tuple(args.groups))
+    except (OSError, MultiPrefError) as error:
+        print(f"invalid MultiPref input: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {counts['rows']} rows from {counts['records']} comparisons "
+          f"({counts['tie']} tie judgments skipped)")
     return 0
 
 
@@ -117,8 +134,14 @@ def main(argv=None) -> int:
     check.add_argument("--cache-dir")
     check.add_argument("--report-json")
 
+    multipref = commands.add_parser("multipref", help="flatten allenai/multipref to one row per judgment")
+    multipref.add_argument("--input", required=True, type=Path, help="MultiPref-Train.jsonl")
+    multipref.add_argument("--out", required=True, type=Path, help="output JSONL")
+    multipref.add_argument("--groups", nargs="+", choices=["normal", "expert"], default=["normal", "expert"],
+                           help="which annotator groups to keep (default both)")
+
     args = parser.parse_args(argv)
-    return _synthetic(args) if args.command == "synthetic" else _check(args)
+    return {"synthetic": _synthetic, "check": _check, "multipref": _multipref}[args.command](args)
 
 
 if __name__ == "__main__":
