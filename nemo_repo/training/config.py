@@ -7,7 +7,9 @@ allocated: validating the 7B/8B recipes is cheap.
 """
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +20,9 @@ from nemo_repo.objectives import ObjectiveConfig, RobustConfig
 from nemo_repo.training.optim import OptimConfig
 from nemo_repo.training.signals import FaultInjection
 from nemo_repo.reliability import ReliabilityConfig
+
+
+IMPORTED_MODEL_FILE = "nemo_repo_model.json"   # written by nemo_repo.convert.bridge.write_metadata
 
 
 class ConfigError(ValueError):
@@ -102,17 +107,36 @@ def _non_negative_ints(section: str, values: dict, names) -> None:
             raise ConfigError(f"{section}.{name} must be a non-negative integer, got {value!r}")
 
 
+def imported_model_config(init_from) -> ModelConfig:
+    """The shape `recipes.convert import` recorded next to its weights (nemo_repo_model.json)."""
+    if not init_from:
+        raise ConfigError("model.preset is null: set model.init_from to a checkpoint written by "
+                          "`python -m recipes.convert import` (its model shape is used)")
+    path = Path(init_from).expanduser() / IMPORTED_MODEL_FILE
+    try:
+        fields = json.loads(path.read_text())["model_config"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"model.preset is null but {path} cannot be read ({error!r}); set "
+                          f"model.preset or point model.init_from at an imported checkpoint") from error
+    try:
+        return ModelConfig(**fields)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: invalid model_config: {error}") from error
+
+
 def _model(section: dict) -> tuple[ModelConfig, str | None]:
     unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer"})
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join('model.' + k for k in unknown)}")
+    preset, init_from = section.get("preset"), section.get("init_from")
+    imported = imported_model_config(init_from) if preset is None else None
     try:
-        model = get_preset(section.get("preset"), **dict(section.get("overrides") or {}))
+        model = dataclasses.replace(imported or get_preset(preset), **dict(section.get("overrides") or {}))
     except KeyError as error:
         raise ConfigError(f"model.preset: {error.args[0]}") from error
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid model.overrides: {error}") from error
-    return model, section.get("init_from")
+    return model, init_from
 
 
 def _optim(section: dict, max_steps: int, parallel: ParallelConfig) -> OptimConfig:
