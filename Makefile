@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench real-model clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks.step_overhead
 	$(PY) -m benchmarks.logprob_memory
+
+# HF -> Megatron -> RE-DPO on noisy real pairs -> HF -> generate; tens of minutes on 2 cores, not in `test`.
+real-model: setup
+	$(PY) -m recipes.real_model $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
