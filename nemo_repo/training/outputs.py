@@ -67,6 +67,14 @@ def write_json(path, payload) -> None:
     tmp.replace(path)
 
 
+def read_jsonl(path) -> list[dict]:
+    """The rows of a JSONL file this module wrote ([] when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_jsonl(path, rows) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")

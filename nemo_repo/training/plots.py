@@ -6,7 +6,6 @@ plots/eta.png        per-annotator reliability eta over the steps (RE only: the 
 plots/w_hist.png     histogram of the final per-pair posterior w (RE only), the label audit
 """
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -15,15 +14,9 @@ matplotlib.use("Agg")   # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from nemo_repo.training.logging import METRICS_FILE  # noqa: E402
-from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE  # noqa: E402
+from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, read_jsonl  # noqa: E402
 
 PLOTS_DIR = "plots"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _series(records: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
@@ -86,7 +79,7 @@ def _w_figure(pairs: list[dict], out: Path) -> bool:
 def write_plots(run_dir: str | Path) -> list[Path]:
     """Draw the figures that the run's files support into run_dir/plots; returns their paths."""
     run_dir = Path(run_dir)
-    records = _read_jsonl(run_dir / METRICS_FILE)
+    records = read_jsonl(run_dir / METRICS_FILE)
     out = run_dir / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -95,6 +88,6 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         written.append(out / "training.png")
         if _eta_figure(records, out / "eta.png"):
             written.append(out / "eta.png")
-    if _w_figure(_read_jsonl(run_dir / PAIR_WEIGHTS_FILE), out / "w_hist.png"):
+    if _w_figure(read_jsonl(run_dir / PAIR_WEIGHTS_FILE), out / "w_hist.png"):
         written.append(out / "w_hist.png")
     return written
