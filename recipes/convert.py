@@ -231,6 +231,9 @@ def run_generate(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from nemo_repo.training.distenv import distributed_env
+
+    distributed_env()   # under srun (slurm/convert.sbatch): RANK / WORLD_SIZE from SLURM_* variables
     from nemo_repo.convert.bridge import ConversionError
     from nemo_repo.model.parallel import LayoutError, destroy_parallel
 
