@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test bench real-model clean
 
 setup: $(STAMP)
+	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -q shellcheck >/dev/null 2>&1; } || \
+		echo "warning: shellcheck not installed (tests/slurm skips its check); install it with apt-get as root"
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
