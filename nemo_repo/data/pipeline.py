@@ -44,7 +44,7 @@ class DataConfig:
     format: str = "auto"                   # auto | jsonl | json | parquet | hf_disk | hf_hub
     train_split: str = "train"             # split names inside a DatasetDict / hub dataset
     validation_split: str = "validation"
-    columns: dict = field(default_factory=dict)   # {prompt, chosen, rejected, annotator_id, id} -> column
+    columns: dict = field(default_factory=dict)   # validate.FIELDS name -> column (default: same name)
     tokenizer: str | None = None           # local HF tokenizer folder
     max_length: int = 1024                 # tokens per sequence (prompt + one response)
     truncation: str = "truncate"           # truncate | drop
@@ -219,7 +219,7 @@ class PreferenceData:
                                     dp_rank, dp_size, config.seed, config.incomplete_batch)
         self.sampler = TrainBatches(self, sampler)
         self.report.batching = self._batching_summary(sampler)
-        self._truth = load_truth(config.truth) if config.truth else self._default_truth()
+        self.truth = load_truth(config.truth) if config.truth else self._default_truth()   # or None
 
     # ---------------------------------------------------------------- preparation
     def _prepare(self, config: DataConfig) -> dict[str, TokenizedSplit]:
@@ -293,7 +293,9 @@ class PreferenceData:
         return LazyBatches(groups, lambda group: self.collate(split, group))
 
     # ---------------------------------------------------------------- per-pair metadata
-    has_reference_logps = False
+    def has_reference(self, split: str) -> bool:
+        """Do the split's rows carry precomputed reference sums (reference_chosen/_rejected)?"""
+        return self.splits[split].reference is not None
 
     def pair_ids(self, split: str) -> list[str]:
         return list(self.splits[split].pair_ids)
@@ -303,11 +305,11 @@ class PreferenceData:
 
     def label_correct(self, split: str) -> list[bool] | None:
         """Per pair: is the dataset's label the true preference? From truth.json; None without."""
-        if self._truth is None:
+        if self.truth is None:
             return None
-        flipped = set(self._truth.get("flipped_ids" if split == "train" else "validation_flipped_ids", []))
+        flipped = set(self.truth.get("flipped_ids" if split == "train" else "validation_flipped_ids", []))
         if split == "validation" and self.config.validation_fraction:
-            flipped = set(self._truth.get("flipped_ids", []))
+            flipped = set(self.truth.get("flipped_ids", []))
         return [pair_id not in flipped for pair_id in self.splits[split].pair_ids]
 
     def _default_truth(self) -> dict | None:

@@ -14,6 +14,9 @@ Truncation (max_length bounds each sequence, prompt + response): "truncate" cuts
 the left first, but not below max_prompt_length tokens (default max_length // 2, so a long
 response cannot erase the prompt), then both responses from the right; "drop" skips the pair as
 a `too_long` error. Every cut is counted in the SplitReport.
+Precomputed reference log-prob sums (optional row columns) are carried through as given: they are
+only valid for the token sequences they were computed on, i.e. the same tokenizer and these same
+truncation settings (recipes/precompute_reference.py records both; training checks them).
 """
 
 import hashlib
@@ -31,7 +34,7 @@ from nemo_repo.data.batch import TokenizedPair
 from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, TOO_LONG, DataValidationError,
                                      PreferenceExample, RowError, SplitReport)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2          # 2: precomputed reference sums (reference.npy)
 ENCODE_CHUNK = 1024        # rows per batched tokenizer call
 TRUNCATION = ("truncate", "drop")
 TEMPLATE_MODES = ("auto", "never")
@@ -157,7 +160,8 @@ def fit_length(prompt: list[int], chosen: list[int], rejected: list[int], max_le
 
 @dataclass
 class TokenizedSplit:
-    """Token ids of one split as flat arrays + offsets, with ids and source rows per pair."""
+    """Token ids of one split as flat arrays + offsets, with ids and source rows per pair and,
+    when the rows carry them, the precomputed reference sums ([N, 2] float64: chosen, rejected)."""
     prompt: np.ndarray; prompt_offsets: np.ndarray
     chosen: np.ndarray; chosen_offsets: np.ndarray
     rejected: np.ndarray; rejected_offsets: np.ndarray
@@ -165,6 +169,7 @@ class TokenizedSplit:
     pair_ids: list                 # str per pair (given id, else "<file>:<row>")
     rows: list                     # source row per pair
     file: str
+    reference: np.ndarray | None = None
 
     _ARRAYS = ("prompt", "prompt_offsets", "chosen", "chosen_offsets", "rejected", "rejected_offsets")
 
@@ -172,22 +177,26 @@ class TokenizedSplit:
         return len(self.pair_ids)
 
     @classmethod
-    def from_lists(cls, triples, annotator_ids, pair_ids, rows, file) -> "TokenizedSplit":
+    def from_lists(cls, triples, annotator_ids, pair_ids, rows, file,
+                   reference=None) -> "TokenizedSplit":
         arrays = {}
         for k, name in enumerate(("prompt", "chosen", "rejected")):
             parts = [t[k] for t in triples]
             arrays[name] = np.fromiter((x for part in parts for x in part), dtype=np.int64)
             arrays[f"{name}_offsets"] = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        if reference is not None:
+            reference = np.asarray(reference, dtype=np.float64).reshape(len(triples), 2)
         return cls(**arrays, annotator_ids=list(annotator_ids), pair_ids=list(pair_ids),
-                   rows=list(rows), file=file)
+                   rows=list(rows), file=file, reference=reference)
 
     def _part(self, name: str, i: int) -> list[int]:
         offsets = getattr(self, f"{name}_offsets")
         return getattr(self, name)[offsets[i]:offsets[i + 1]].tolist()
 
     def pair(self, i: int, annotator_index: int, pair_index: int) -> TokenizedPair:
+        reference = (None, None) if self.reference is None else map(float, self.reference[i])
         return TokenizedPair(self._part("prompt", i), self._part("chosen", i), self._part("rejected", i),
-                             annotator_index, pair_index)
+                             annotator_index, pair_index, *reference)
 
     def lengths(self) -> np.ndarray:
         """[N, 2] token counts of the chosen and rejected sequences."""
@@ -199,12 +208,15 @@ class TokenizedSplit:
                    for i in indices]
         return TokenizedSplit.from_lists(triples, [self.annotator_ids[i] for i in indices],
                                          [self.pair_ids[i] for i in indices],
-                                         [self.rows[i] for i in indices], self.file)
+                                         [self.rows[i] for i in indices], self.file,
+                                         None if self.reference is None else self.reference[list(indices)])
 
     def save(self, folder: Path, report: SplitReport) -> None:
         folder.mkdir(parents=True)
         for name in self._ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name))
+        if self.reference is not None:
+            np.save(folder / "reference.npy", self.reference)
         meta = {"annotator_ids": self.annotator_ids, "pair_ids": self.pair_ids, "rows": self.rows,
                 "file": self.file, "report": report.to_dict()}
         (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -213,8 +225,10 @@ class TokenizedSplit:
     def load(cls, folder: Path) -> tuple["TokenizedSplit", SplitReport]:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in cls._ARRAYS}
+        reference = folder / "reference.npy"
         split = cls(**arrays, annotator_ids=meta["annotator_ids"], pair_ids=meta["pair_ids"],
-                    rows=meta["rows"], file=meta["file"])
+                    rows=meta["rows"], file=meta["file"],
+                    reference=np.load(reference) if reference.is_file() else None)
         return split, SplitReport.from_dict(meta["report"])
 
 
@@ -253,10 +267,12 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
         kept.append(example)
     report.pairs_kept = len(kept)
     name = Path(file).name
+    has_reference = bool(kept) and kept[0].reference_chosen is not None   # all or none (validate.py)
     return TokenizedSplit.from_lists(
         triples, [e.annotator_id for e in kept],
         [e.pair_id if e.pair_id is not None else f"{name}:{e.row}" for e in kept],
-        [e.row for e in kept], file)
+        [e.row for e in kept], file,
+        [(e.reference_chosen, e.reference_rejected) for e in kept] if has_reference else None)
 
 
 def cache_key(*parts) -> str:

@@ -6,11 +6,14 @@ DataReport counts them by reason, exactly. Nothing is dropped or truncated witho
 """
 
 import json
+import math
+import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-FIELDS = ("prompt", "chosen", "rejected", "annotator_id", "id")
+FIELDS = ("prompt", "chosen", "rejected", "annotator_id", "id", "reference_chosen", "reference_rejected")
+REFERENCE_FIELDS = ("reference_chosen", "reference_rejected")   # optional precomputed log-prob sums
 
 # reasons a row can be skipped for (keys of DataReport counts)
 MALFORMED_JSON = "malformed_json"
@@ -22,6 +25,8 @@ WRONG_TYPE = "wrong_type"
 BAD_MESSAGE = "bad_message"
 IDENTICAL_RESPONSES = "identical_responses"
 ANNOTATOR_ID_PARTIAL = "annotator_id_partial"
+BAD_REFERENCE = "bad_reference"
+REFERENCE_PARTIAL = "reference_partial"
 DUPLICATE_ID = "duplicate_id"
 TOO_LONG = "too_long"
 
@@ -60,6 +65,8 @@ class PreferenceExample:
     annotator_id: str | None
     pair_id: str | None
     row: int
+    reference_chosen: float | None = None     # precomputed reference log-prob sums (both or neither)
+    reference_rejected: float | None = None
 
     @property
     def conversational(self) -> bool:
@@ -178,6 +185,30 @@ def _identifier(value, name: str) -> str | None:
     return text
 
 
+def _log_prob_sum(value, name: str) -> float | None:
+    """A reference log-prob sum: a finite number <= 0 (JSON number; None = absent)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _Invalid(name, WRONG_TYPE, f"expected a number (a log-probability sum), got {_type_name(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _Invalid(name, BAD_REFERENCE, f"{value} is not a finite number")
+    if value > 0:
+        raise _Invalid(name, BAD_REFERENCE, f"{value} > 0, but a sum of log-probabilities is <= 0")
+    return value
+
+
+def _reference(values: Mapping, columns: Mapping[str, str]) -> tuple[float | None, float | None]:
+    chosen, rejected = (_log_prob_sum(values[name], columns[name]) for name in REFERENCE_FIELDS)
+    if (chosen is None) != (rejected is None):
+        given, missing = ("reference_chosen", "reference_rejected") if rejected is None else \
+            ("reference_rejected", "reference_chosen")
+        raise _Invalid(columns[missing], REFERENCE_PARTIAL,
+                       f"missing while '{columns[given]}' is set: give both reference sums or neither")
+    return chosen, rejected
+
+
 def _responses(prompt: list[dict], value, name: str) -> list[dict]:
     """Response turns: a string (one assistant message), or messages that either repeat the
     prompt turns first (stripped) or hold only the response turns."""
@@ -205,6 +236,7 @@ def normalize(record: Any, columns: Mapping[str, str]) -> PreferenceExample:
     """One raw record -> PreferenceExample (row=-1; the caller sets it) or raise _Invalid."""
     if not isinstance(record, Mapping):
         raise _Invalid(None, NOT_AN_OBJECT, f"expected an object, got {_type_name(record)}")
+    columns = {name: columns.get(name, name) for name in FIELDS}
     values = {name: record.get(columns[name]) for name in FIELDS}
     for name in ("chosen", "rejected"):
         if values[name] is None:
@@ -232,9 +264,11 @@ def normalize(record: Any, columns: Mapping[str, str]) -> PreferenceExample:
         rejected = _responses(prompt, rejected, columns["rejected"])
     if chosen == rejected:
         raise _Invalid(columns["rejected"], IDENTICAL_RESPONSES, "rejected response is identical to chosen")
+    reference_chosen, reference_rejected = _reference(values, columns)
     return PreferenceExample(prompt, chosen, rejected,
                              annotator_id=_identifier(values["annotator_id"], columns["annotator_id"]),
-                             pair_id=_identifier(values["id"], columns["id"]), row=-1)
+                             pair_id=_identifier(values["id"], columns["id"]), row=-1,
+                             reference_chosen=reference_chosen, reference_rejected=reference_rejected)
 
 
 def validate_records(name: str, row_kind: str, records: Iterable[tuple[int, Any]],
@@ -242,8 +276,8 @@ def validate_records(name: str, row_kind: str, records: Iterable[tuple[int, Any]
                      strict: bool) -> list[PreferenceExample]:
     """Validate one file's records ((row, record | RowError | None = blank line), file order).
 
-    Also checks, across rows, that annotator ids are on all rows or none (the rows lacking one
-    are the bad rows) and that pair ids are unique. Errors are reported in row order; in strict
+    Also checks, across rows, that annotator ids and reference sums are each on all rows or none
+    (the rows lacking them are the bad rows) and that pair ids are unique. Errors are reported in row order; in strict
     mode the first one is raised."""
     examples, errors = [], []
     for row, record in records:
@@ -262,12 +296,18 @@ def validate_records(name: str, row_kind: str, records: Iterable[tuple[int, Any]
         example.row = row
         examples.append(example)
     with_ids = sum(e.annotator_id is not None for e in examples)
+    with_reference = sum(e.reference_chosen is not None for e in examples)
     seen, kept = set(), []
     for example in examples:
         if 0 < with_ids < len(examples) and example.annotator_id is None:
             errors.append(RowError(name, example.row, row_kind, columns["annotator_id"],
                                    ANNOTATOR_ID_PARTIAL,
                                    f"missing, while {with_ids} of {len(examples)} valid rows have one"))
+        elif 0 < with_reference < len(examples) and example.reference_chosen is None:
+            errors.append(RowError(name, example.row, row_kind,
+                                   columns.get("reference_chosen", "reference_chosen"), REFERENCE_PARTIAL,
+                                   f"missing, while {with_reference} of {len(examples)} valid rows "
+                                   "have reference sums"))
         elif example.pair_id is not None and example.pair_id in seen:
             errors.append(RowError(name, example.row, row_kind, columns["id"], DUPLICATE_ID,
                                    f"pair id '{example.pair_id}' already used by an earlier row"))
