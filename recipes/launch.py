@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--signal-seconds", type=int,
                         help="USR1 this many seconds before the time limit: checkpoint + requeue "
                              "(default: the template's)")
-    parser.add_argument("--max-restarts", type=int, default=10,
-                        help="requeue at most this many times (default 10)")
+    parser.add_argument("--max-restarts", type=int,
+                        help="requeue at most this many times (default: MAX_RESTARTS in slurm/train.sbatch)")
     parser.add_argument("--container-image", help="pyxis/enroot image (srun --container-image)")
     parser.add_argument("--container-mounts",
                         help="extra srun --container-mounts (the repository is always mounted)")
@@ -98,7 +98,7 @@ def check_options(args) -> None:
     for name in ("nodes", "gpus_per_node"):
         if getattr(args, name) < 1:
             raise LaunchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_restarts < 0:
+    if args.max_restarts is not None and args.max_restarts < 0:
         raise LaunchError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     limit = time_limit_seconds(args.time)
     if not 0 < args.signal_seconds <= MAX_SIGNAL_SECONDS:

@@ -6,6 +6,8 @@
 # below is an environment variable the user may set before `sbatch` (sbatch exports the
 # submitting environment by default) or that recipes/launch.py writes into a rendered script.
 
+: "${SLURM_JOB_ID:?not inside a Slurm job: submit with sbatch (or python -m recipes.launch)}"
+
 # Repository to run from: the submit directory unless REPO_DIR says otherwise.
 REPO_DIR="${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-${SLURM_NTASKS_PER_NODE:-8}}"
