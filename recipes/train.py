@@ -6,7 +6,8 @@
 
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
-(start the same command again to resume); 2 invalid config.
+(start the same command again to resume); 2 invalid config (model.reference=precomputed: also
+rows without reference sums, or sums precomputed with other settings).
 """
 
 import sys
@@ -30,7 +31,13 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     from nemo_repo.training.loop import run_training   # heavy imports only after validation
 
-    sys.exit(run_training(settings))
+    try:
+        code = run_training(settings)
+    except ConfigError as error:   # found once the data is read (e.g. precomputed sums missing)
+        if env.rank == 0:
+            print(f"config error: {error}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":   # dist_checkpointing starts a spawn Manager: keep work behind this guard

@@ -79,6 +79,7 @@ class Settings:
     fault: FaultInjection
     world_size: int
     resolved: dict          # the resolved config tree (saved with checkpoints and in the run dir)
+    reference: str = "model"   # model.reference: model | precomputed (see conf/model/_base.yaml)
 
 
 def _section(cfg: dict, key: str) -> dict:
@@ -124,8 +125,22 @@ def imported_model_config(init_from) -> ModelConfig:
         raise ConfigError(f"{path}: invalid model_config: {error}") from error
 
 
+REFERENCE_MODES = ("model", "precomputed")
+
+
+def _reference(section: dict, objective: ObjectiveConfig) -> str:
+    mode = section.get("reference") or "model"
+    if mode not in REFERENCE_MODES:
+        raise ConfigError(f"model.reference must be one of {REFERENCE_MODES}, got {mode!r}")
+    if mode == "precomputed" and not objective.needs_reference:
+        raise ConfigError(f"model.reference=precomputed, but objective {objective.name!r} uses no "
+                          "reference model (SimPO / CPO): remove the override (model.reference=model "
+                          "builds no reference for them either)")
+    return mode
+
+
 def _model(section: dict) -> tuple[ModelConfig, str | None]:
-    unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer"})
+    unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer", "reference"})
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join('model.' + k for k in unknown)}")
     preset, init_from = section.get("preset"), section.get("init_from")
@@ -195,6 +210,7 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
 
     model, init_from = _model(_section(resolved, "model"))
     objective = build(ObjectiveConfig, "objective", _section(resolved, "objective"))
+    reference = _reference(_section(resolved, "model"), objective)
     robust = build(RobustConfig, "robust", _section(resolved, "robust"))
     reliability = build(ReliabilityConfig, "reliability", _section(resolved, "reliability"))
     parallel = build(ParallelConfig, "parallel", _section(resolved, "parallel"))
@@ -208,7 +224,7 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
         raise
     except (TypeError, ValueError, KeyError) as error:
         raise ConfigError(str(error)) from error
-    return Settings(
+    settings = Settings(
         run=build(RunSettings, "run", {k: run[k] for k in ("dir", "seed", "device")}),
         train=build(TrainSettings, "train", train),
         model=model, init_from=init_from, objective=objective, robust=robust,
@@ -216,4 +232,15 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
         optim=_optim(_section(resolved, "optim"), train["max_steps"], parallel),
         checkpoint=build(CheckpointSettings, "checkpoint", checkpoint),
         logging=build(LoggingSettings, "logging", logging),
-        fault=_fault(resolved.get("debug") or {}), world_size=world_size, resolved=resolved)
+        fault=_fault(resolved.get("debug") or {}), world_size=world_size, resolved=resolved,
+        reference=reference)
+    if reference == "precomputed" and build_data is not None:
+        from nemo_repo.training.reference import check_provenance
+
+        try:
+            check_provenance(settings)
+        except ValueError as error:
+            raise ConfigError(f"model.reference=precomputed, but the reference sums were computed "
+                              f"with other settings: {error}. Precompute them again with this config "
+                              f"(python -m recipes.precompute_reference ... +out=DIR)") from error
+    return settings

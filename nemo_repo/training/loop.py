@@ -23,7 +23,7 @@ from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
 from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
                                            save_checkpoint)
-from nemo_repo.training.config import Settings
+from nemo_repo.training.config import ConfigError, Settings
 from nemo_repo.training.logging import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
 
@@ -60,7 +60,8 @@ class Trainer:
         annotators = AnnotatorIndex()   # filled by the data (append-only; eta grows with it)
         self.reliability = ReliabilityState(settings.reliability, annotators)
         stack = build_training(settings.model, settings.parallel, settings.objective, settings.robust,
-                               settings.optim, reliability=self.reliability, seed=settings.run.seed)
+                               settings.optim, reliability=self.reliability, seed=settings.run.seed,
+                               reference=settings.reference)
         self.layout, self.aligner = stack.layout, stack.aligner
         self.policy, self.optimizer, self.scheduler = stack.model_chunks, stack.optimizer, stack.scheduler
         if settings.init_from:   # pretrained weights for the policy and the frozen reference
@@ -75,6 +76,13 @@ class Trainer:
         if self.data.vocab_size > settings.model.vocab_size:
             raise ValueError(f"the tokenizer has {self.data.vocab_size} tokens but model "
                              f"{settings.model.name} only {settings.model.vocab_size} (model.preset)")
+        if stack.aligner.reference_mode == "precomputed":
+            for split, tokenized in self.data.splits.items():
+                if not self.data.has_reference(split):
+                    raise ConfigError(
+                        f"model.reference=precomputed, but the {split} rows ({tokenized.file}) have no "
+                        f"reference_chosen / reference_rejected columns: write them with "
+                        f"`python -m recipes.precompute_reference ... +out=DIR` and train on DIR's files")
         self.step = 0
 
     # ------------------------------------------------------------------ checkpoints

@@ -21,15 +21,17 @@ EVAL_FILE = "eval.json"
 
 
 def merge_pairs(per_pair: dict) -> dict:
-    """PreferenceAligner.evaluate's per-pair tensors -> lists with one row per pair_index (a DP
-    sampler may repeat pairs to even out shards), sorted; NaN w (non-RE modes) becomes None."""
-    rows = {}
-    for index, k, delta, w in zip(per_pair["pair_index"].tolist(), per_pair["annotator_index"].tolist(),
-                                  per_pair["delta"].double().tolist(), per_pair["w"].double().tolist()):
-        rows.setdefault(index, (index, k, delta, None if math.isnan(w) else w))
-    ordered = [rows[key] for key in sorted(rows)]
-    return {name: [row[i] for row in ordered]
-            for i, name in enumerate(("pair_index", "annotator_index", "delta", "w"))}
+    """PreferenceAligner.evaluate's per-pair tensors -> lists (same keys) with one row per
+    pair_index (a DP sampler may repeat pairs to even out shards), sorted; NaN w (non-RE modes)
+    becomes None."""
+    columns = {key: values.tolist() for key, values in per_pair.items()}
+    first = {}
+    for position, index in enumerate(columns["pair_index"]):
+        first.setdefault(index, position)
+    order = [first[index] for index in sorted(first)]
+    merged = {key: [values[position] for position in order] for key, values in columns.items()}
+    merged["w"] = [None if math.isnan(w) else w for w in merged["w"]]
+    return merged
 
 
 def posterior_w(delta: float, eta: float) -> float:
