@@ -95,6 +95,7 @@ def write_precomputed(out: Path, data: PreferenceData, scores: dict, settings) -
     if config.validation:
         sources[config.validation] = Source(config.validation, config.format, config.validation_split)
     out.mkdir(parents=True, exist_ok=True)
+    (out / PROVENANCE_FILE).unlink(missing_ok=True)   # an older run's record must not vouch for these
     files, pairs = {}, {}
     for split, score in scores.items():
         tokenized = data.splits[split]
