@@ -13,6 +13,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env(**extra) -> dict:
+    """os.environ without launcher coordinates: a test process that initialised a world of one
+    in-process (MASTER_PORT of a store it still holds) must not hand them to a child run."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS and not k.startswith("SLURM_")}
+    return {**env, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,7 +37,7 @@ def run_workers(script, nproc, args=(), timeout=180, env=None):
         "--master-addr=127.0.0.1", f"--master-port={free_port()}",
         str(script), *map(str, args),
     ]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    full_env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), **(env or {}))
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, env=full_env, capture_output=True,
                               text=True, timeout=timeout)

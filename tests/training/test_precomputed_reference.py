@@ -13,7 +13,7 @@ import yaml
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.config import ConfigError
 from nemo_repo.training.reference import PROVENANCE_FILE
-from tests.dist import REPO_ROOT
+from tests.dist import REPO_ROOT, clean_env
 from tests.recipes.test_recipes import settings_for
 from tests.training.test_resume import records
 
@@ -27,7 +27,7 @@ def tiny(run_dir, cache_dir, *extra):
 
 
 def run(module, args, timeout=120):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -15,7 +15,7 @@ import pytest
 from nemo_repo.training import checkpoint, outputs, plots
 from nemo_repo.training.logging import METRICS_FILE
 from nemo_repo.training.signals import EXIT_REQUEUE
-from tests.dist import REPO_ROOT, run_workers
+from tests.dist import REPO_ROOT, clean_env, run_workers
 
 TRAIN = REPO_ROOT / "recipes" / "train.py"
 STEPS = 4
@@ -34,7 +34,7 @@ def train(args, timeout=120):
     """One process (world of one) in its own process group, which is killed afterwards: a crashed
     run leaves dist_checkpointing's spawned Manager behind, as a real crash would."""
     path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
+    env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([sys.executable, str(TRAIN), *map(str, args)], cwd=REPO_ROOT,
                                    env=env, stdout=out, stderr=err, start_new_session=True)
