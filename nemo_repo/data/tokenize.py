@@ -266,13 +266,17 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
         triples.append((prompt, chosen, rejected))
         kept.append(example)
     report.pairs_kept = len(kept)
-    name = Path(file).name
     has_reference = bool(kept) and kept[0].reference_chosen is not None   # all or none (validate.py)
     return TokenizedSplit.from_lists(
         triples, [e.annotator_id for e in kept],
-        [e.pair_id if e.pair_id is not None else f"{name}:{e.row}" for e in kept],
+        [e.pair_id if e.pair_id is not None else default_pair_id(file, e.row) for e in kept],
         [e.row for e in kept], file,
         [(e.reference_chosen, e.reference_rejected) for e in kept] if has_reference else None)
+
+
+def default_pair_id(file, row: int) -> str:
+    """The id of a pair whose row has none: "<file name>:<row>"."""
+    return f"{Path(file).name}:{row}"
 
 
 def cache_key(*parts) -> str:

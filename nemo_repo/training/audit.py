@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from nemo_repo.data.readers import Source, read_source
+from nemo_repo.data.tokenize import default_pair_id
 from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, RELIABILITY_FILE, read_jsonl
 
 AUDIT_FILE = "audit.md"
@@ -31,13 +32,12 @@ def training_rows(path: str, columns: dict | None = None, fmt: str = "auto", spl
     """{pair id: {"prompt", "chosen", "rejected"}} of a training source (unparseable rows skipped:
     the data layer skipped them too)."""
     columns = {name: (columns or {}).get(name, name) for name in ("prompt", "chosen", "rejected", "id")}
-    name = Path(path).name
     rows = {}
     for row, record in read_source(Source(path, fmt, split)):
         if not isinstance(record, dict):
             continue
         pair_id = record.get(columns["id"])
-        key = str(pair_id) if pair_id is not None else f"{name}:{row}"
+        key = str(pair_id) if pair_id is not None else default_pair_id(path, row)
         rows[key] = {field: record.get(columns[field]) for field in ("prompt", "chosen", "rejected")}
     return rows
 

@@ -18,13 +18,12 @@ import pytest
 from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes import launch
-from tests.dist import REPO_ROOT, free_port
+from tests.dist import REPO_ROOT, clean_env, free_port
 from tests.training.test_resume import final_state, records
 
 STUBS = Path(__file__).resolve().parent / "stubs"
 STEPS = 40   # long enough that USR1 sent after step 3 lands well before the end
-_LAUNCHER_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTHON",
-                  "GPUS_PER_NODE", "MAX_RESTARTS", "REPO_DIR", "CONTAINER_IMAGE", "CONTAINER_MOUNTS"}
+_SCRIPT_VARS = {"PYTHON", "GPUS_PER_NODE", "MAX_RESTARTS", "REPO_DIR", "CONTAINER_IMAGE", "CONTAINER_MOUNTS"}
 
 
 def tiny(cache_dir, *extra):
@@ -38,7 +37,7 @@ def tiny(cache_dir, *extra):
 
 def allocation(root: Path, **extra) -> dict:
     """Environment of batch job 4242 on two nodes (localhost, 127.0.0.1), one task per node."""
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS and not k.startswith("SLURM_")}
+    env = {k: v for k, v in clean_env().items() if k not in _SCRIPT_VARS}
     root.mkdir(parents=True, exist_ok=True)
     return {**env, "PATH": f"{STUBS}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(root / "stub.jsonl"),
             "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "localhost,127.0.0.1",
