@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from nemo_repo.device import all_reduce
 
 # w in [0, 1] is summed as round(w * 2**40) in int64: exact for up to 2**23 labels per annotator
 # per step, with a resolution (~1e-12) far below anything eta can resolve.
@@ -129,9 +130,7 @@ class ReliabilityState:
         """End of an optimizer step: reduce this step's sums over `group` and, for update == "ema",
         move every annotator that had labels: eta_k <- (1 - alpha) eta_k + alpha * mean w (Eq. 7)."""
         self._grow()
-        sums = self._step_sums.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums, group=group)
+        sums = all_reduce(self._step_sums.clone(), group=group)   # on the device the backend needs
         self._step_sums.zero_()
         self._epoch_sums += sums
         self.labels_seen += sums

@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
-from nemo_repo.training.config import ConfigError, validate
+from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
 
 
@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> None:
         if not out:
             raise ConfigError("set the output folder with +out=DIR")
         settings = validate(cfg, env.world_size, build_data=build_data_config)
+        check_machine(settings)
         if not settings.objective.needs_reference:
             raise ConfigError(f"objective {settings.objective.name!r} uses no reference model: "
                               "nothing to precompute")

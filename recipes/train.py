@@ -7,7 +7,8 @@
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
 (start the same command again to resume); 2 invalid config (model.reference=precomputed: also
-rows without reference sums, or sums precomputed with other settings).
+rows without reference sums, or sums precomputed with other settings; run.device=cuda without a
+GPU; data.packing=true under the Transformer Engine layer spec).
 """
 
 import sys
@@ -16,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
-from nemo_repo.training.config import ConfigError, validate
+from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
 
 
@@ -25,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     env = distributed_env()
     try:
         settings = validate(cfg, env.world_size, build_data=build_data_config)
+        check_machine(settings)     # run.device here, the layer spec it implies vs data.packing
     except ConfigError as error:
         if env.rank == 0:
             print(f"config error: {error}", file=sys.stderr)

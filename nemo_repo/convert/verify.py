@@ -2,7 +2,9 @@
 
 The Megatron forward runs through megatron's forward-only schedule, so any TP/PP layout works;
 the vocab-parallel logits are gathered over TP on the last pipeline stage, where (TP rank 0) the
-HF model is loaded and compared. Every rank returns the same max |difference|.
+HF model is loaded and compared. Both models run on the run's device (nemo_repo.device: the GPU on
+a GPU machine), so their logits are compared where they were computed. Every rank returns the same
+max |difference|.
 """
 
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from nemo_repo.device import all_reduce, current_device
 from nemo_repo.model.presets import ModelConfig
 
 PROMPTS = ("The capital of France is", "def fibonacci(n):\n    ",
@@ -32,19 +35,20 @@ def prompt_tokens(hf_dir, vocab_size: int, prompts=PROMPTS, seed: int = 0) -> li
 
 @torch.no_grad()
 def megatron_logits(chunks, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor | None:
-    """Collective: fp32 logits [S, vocab_size] of one sequence on the last pipeline stage, None
-    on other stages."""
+    """Collective: fp32 logits [S, vocab_size] of one sequence (on the run's device) on the last
+    pipeline stage, None on other stages."""
     from megatron.core import parallel_state, tensor_parallel
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    seq = tokens.shape[1]
-    inputs = {"tokens": tokens, "position_ids": torch.arange(seq)[None],
-              "attention_mask": torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)[None, None]}
+    seq, device = tokens.shape[1], current_device()
+    inputs = {"tokens": tokens.to(device), "position_ids": torch.arange(seq, device=device)[None],
+              "attention_mask": torch.triu(torch.ones(seq, seq, dtype=torch.bool, device=device),
+                                           1)[None, None]}
     collected = []
 
     def loss_func(output):
         collected.append(tensor_parallel.gather_from_tensor_model_parallel_region(output).float())
-        return torch.zeros(()), {}
+        return output.new_zeros(()), {}
 
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
@@ -62,14 +66,14 @@ def megatron_logits(chunks, tokens: torch.Tensor, vocab_size: int) -> torch.Tens
 
 @torch.no_grad()
 def hf_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=tokens).logits[0].float()
+    return model(input_ids=tokens.to(model.device)).logits[0].float()
 
 
 def load_hf_model(hf_dir, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype)
-    return model.eval()
+    return model.to(current_device()).eval()
 
 
 def max_logit_difference(chunks, hf_dir, model_config: ModelConfig, prompts=PROMPTS) -> float:
@@ -81,14 +85,13 @@ def max_logit_difference(chunks, hf_dir, model_config: ModelConfig, prompts=PROM
                and parallel_state.get_tensor_model_parallel_rank() == 0)
     hf_model = load_hf_model(hf_dir, torch.bfloat16 if model_config.dtype == "bf16" else torch.float32) \
         if compare else None
-    worst = torch.zeros(())
+    worst = torch.zeros((), dtype=torch.float32)
     for ids in tokens:
         ours = megatron_logits(chunks, ids, model_config.vocab_size)
         if compare:
-            worst = torch.maximum(worst, (ours - hf_logits(hf_model, ids)).abs().max())
-    if dist.is_initialized():
-        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-    return float(worst)
+            difference = (ours - hf_logits(hf_model, ids)).abs().max()
+            worst = torch.maximum(worst, difference.cpu())
+    return float(all_reduce(worst, op=dist.ReduceOp.MAX))
 
 
 def tolerance_for(model_config: ModelConfig, tolerance: float | None) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nemo_repo.device import all_reduce, broadcast, current_device
 from nemo_repo.model.logprobs import pair_logprobs
 
 # Per-pair sums reduced for the step metrics (order of the packed tensor).
@@ -88,8 +89,7 @@ class PreferenceAligner:
     def forward_step(self, data_iterator, model):
         """forward_step_func for get_forward_backward_func: the iterator yields (index, batch)."""
         index, batch = next(data_iterator)
-        if torch.cuda.is_available():
-            batch = batch.to(self._device(), non_blocking=True)
+        batch = batch.to(current_device(), non_blocking=True)
         output = model(batch.tokens, batch.position_ids, batch.attention_mask)
         return output, lambda output_tensor: self.loss_func(index, batch, output_tensor)
 
@@ -190,14 +190,14 @@ class PreferenceAligner:
         from megatron.core import parallel_state
 
         count = torch.tensor([sum(b.num_pairs for b in micro_batches)], dtype=torch.float64,
-                             device=self._device())
-        dist.all_reduce(count, group=parallel_state.get_data_parallel_group())
+                             device=current_device())
+        all_reduce(count, group=parallel_state.get_data_parallel_group())
         return int(count.item())
 
     def _prepare(self, micro_batches) -> None:
         eta = [None] * len(micro_batches)
         if self.robust.mode == "re":
-            eta = [self.reliability.eta_for(b.annotator_index.cpu()).to(self._device())
+            eta = [self.reliability.eta_for(b.annotator_index.cpu()).to(current_device())
                    for b in micro_batches]
         self._state = {"eta": eta, "records": [None] * len(micro_batches),
                        "reference": [None] * len(micro_batches), "loss_scale": 1.0}
@@ -236,7 +236,7 @@ class PreferenceAligner:
         sizes = [b.num_pairs for b in micro_batches]
         total = sum(sizes)
         packed = torch.zeros(len(_PAIR_KEYS) * total + len(_SUM_KEYS), dtype=torch.float64,
-                             device=self._device())
+                             device=current_device())
         if parallel_state.is_pipeline_last_stage():
             records = self._state["records"]
             has_w = records[0].w is not None
@@ -256,8 +256,8 @@ class PreferenceAligner:
                 packed[i * total:(i + 1) * total] = per_pair[key]
             packed[len(_PAIR_KEYS) * total:] = torch.tensor([float(v) for v in sums], dtype=torch.float64)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            dist.broadcast(packed, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                           group=parallel_state.get_pipeline_model_parallel_group())
+            broadcast(packed, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                      group=parallel_state.get_pipeline_model_parallel_group())
         packed = packed.cpu()
         out = {key: list(torch.split(packed[i * total:(i + 1) * total], sizes))
                for i, key in enumerate(_PAIR_KEYS)}
@@ -268,8 +268,8 @@ class PreferenceAligner:
     def _reduce_metrics(self, sums: torch.Tensor) -> dict:
         from megatron.core import parallel_state
 
-        sums = sums.to(self._device())
-        dist.all_reduce(sums, group=parallel_state.get_data_parallel_group())
+        sums = sums.to(current_device())
+        all_reduce(sums, group=parallel_state.get_data_parallel_group())
         values = dict(zip(_SUM_KEYS, sums.cpu().tolist()))
         pairs = values["pairs"]
         metrics = {key: values[key] / pairs for key in
@@ -281,8 +281,3 @@ class PreferenceAligner:
                            eta_mean=float(eta.mean()), eta_min=float(eta.min()),
                            eta_max=float(eta.max()))
         return metrics
-
-    @staticmethod
-    def _device() -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-            else torch.device("cpu")

@@ -13,9 +13,9 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
-import torch
 import torch.distributed as dist
 
+from nemo_repo.device import is_cuda, process_group_backend, select
 from nemo_repo.model.compat import apply_cpu_compat
 
 
@@ -98,22 +98,24 @@ def _single_process_env() -> None:
                       WORLD_SIZE="1")
 
 
-def initialize_parallel(parallel: ParallelConfig, model, seed: int = 1234) -> dict:
-    """Validate, then initialise torch.distributed (gloo on CPU, nccl on GPU) and megatron's
-    parallel_state and RNG tracker. Returns {"tp", "pp", "dp", "num_microbatches", "world_size"}.
+def initialize_parallel(parallel: ParallelConfig, model, seed: int = 1234,
+                        device: str = "auto") -> dict:
+    """Validate, select the device (`run.device`: auto | cpu | cuda, see nemo_repo.device), then
+    initialise torch.distributed (nccl on CUDA, gloo on CPU, where megatron-core also gets its CPU
+    compatibility patches) and megatron's parallel_state and RNG tracker.
+    Returns {"tp", "pp", "dp", "num_microbatches", "world_size"}.
 
     Safe to call when torch.distributed is already initialised (the existing group is used)."""
     world_size = dist.get_world_size() if dist.is_initialized() else _world_size_from_env()
     validate_layout(parallel, model, world_size)
-    apply_cpu_compat()
+    select(device)
+    if not is_cuda():
+        apply_cpu_compat()
     from megatron.core import parallel_state, tensor_parallel
 
     if not dist.is_initialized():
         _single_process_env()
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend,
+        dist.init_process_group(backend=process_group_backend(),
                                 timeout=timedelta(minutes=parallel.timeout_minutes))
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
@@ -121,7 +123,7 @@ def initialize_parallel(parallel: ParallelConfig, model, seed: int = 1234) -> di
         tensor_model_parallel_size=parallel.tensor_model_parallel_size,
         pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
         distributed_timeout_minutes=max(1, int(parallel.timeout_minutes)),
-        create_gloo_process_groups=torch.cuda.is_available(),
+        create_gloo_process_groups=is_cuda(),   # megatron's CPU-side groups, next to NCCL
     )
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
     return {"tp": parallel.tensor_model_parallel_size, "pp": parallel.pipeline_model_parallel_size,

@@ -15,6 +15,7 @@ import zlib
 
 import torch
 
+from nemo_repo.device import current_device
 from nemo_repo.model.parallel import ParallelConfig
 from nemo_repo.model.presets import ModelConfig, layer_spec, to_transformer_config
 
@@ -36,9 +37,7 @@ def _build_chunk(model: ModelConfig, parallel: ParallelConfig):
         parallel_output=True, share_embeddings_and_output_weights=model.tie_embeddings,
         position_embedding_type=model.position_embedding_type, rotary_base=model.rotary_base,
     )
-    if torch.cuda.is_available():
-        gpt.cuda(torch.cuda.current_device())
-    return gpt
+    return gpt.to(current_device())
 
 
 def _wrap_half(chunk):

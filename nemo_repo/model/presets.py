@@ -2,14 +2,26 @@
 
 Presets hold the true architecture of the published checkpoints (from their HF config.json), so
 weights converted with megatron-bridge load into them; `tiny_*` are CPU-sized for tests and demos.
+
+Layer spec (`model.layer_spec`): `transformer_engine` (TE modules, fused kernels; needs CUDA and
+transformer_engine), `local` (megatron's own modules; the only one on CPU) or `auto` (TE when the
+run's device is CUDA and TE imports, else local). The TE spec uses the causal mask type: TE
+ignores the explicit attention mask, which is right for padded batches (right padding under a
+causal mask) but not for packed ones, so training refuses `data.packing=true` with it
+(training.config.check_layer_spec). Checkpoint keys differ between the two specs (TE fuses the
+input norms into linear_qkv / linear_fc1): train and convert with the same spec.
 """
 
+import functools
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from nemo_repo.device import is_cuda
 from nemo_repo.model.parallel import ParallelConfig, padded_vocab_size
+
+LAYER_SPECS = ("auto", "local", "transformer_engine")
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     dtype: str = "fp32"                   # fp32 | bf16
+    layer_spec: str = "auto"              # auto | local | transformer_engine (module docstring)
 
     def __post_init__(self):
         if self.normalization not in ("RMSNorm", "LayerNorm"):
@@ -47,6 +60,8 @@ class ModelConfig:
                              f"got {self.position_embedding_type!r}")
         if self.dtype not in ("fp32", "bf16"):
             raise ValueError(f"ModelConfig.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.layer_spec not in LAYER_SPECS:
+            raise ValueError(f"layer_spec must be one of {', '.join(LAYER_SPECS)}, got {self.layer_spec!r}")
         if self.hidden_size % self.num_attention_heads and self.kv_channels is None:
             raise ValueError(f"ModelConfig.hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}; set kv_channels")
@@ -99,24 +114,38 @@ def get_preset(name: str, **overrides) -> ModelConfig:
     return replace(PRESETS[name], **overrides)
 
 
+@functools.cache
 def have_transformer_engine() -> bool:
-    if not torch.cuda.is_available():
-        return False
     try:
         import transformer_engine.pytorch  # noqa: F401
-    except Exception:
+    except Exception:   # absent, or built for another torch / CUDA
         return False
     return True
 
 
+def resolved_layer_spec(model: ModelConfig, cuda: bool | None = None) -> str:
+    """"local" or "transformer_engine": what model.layer_spec means for a run on CUDA (`cuda`;
+    default: the selected device, nemo_repo.device.is_cuda()). ValueError when
+    transformer_engine is asked for but cannot run here."""
+    cuda = is_cuda() if cuda is None else cuda
+    if model.layer_spec == "local":
+        return "local"
+    usable = cuda and have_transformer_engine()
+    if model.layer_spec == "transformer_engine" and not usable:
+        raise ValueError("model.layer_spec=transformer_engine needs a CUDA device and an importable "
+                         "transformer_engine" + ("" if cuda else " (this run is on the CPU)") +
+                         "; use model.layer_spec=local or auto")
+    return "transformer_engine" if usable else "local"
+
+
 def to_transformer_config(model: ModelConfig, parallel: ParallelConfig):
-    """The megatron TransformerConfig for `model` under `parallel`. On CPU every fused kernel is
-    off and weights are initialised on the CPU; sequence parallel is never enabled (needs TE)."""
+    """The megatron TransformerConfig for `model` under `parallel`. Fused kernels only with the TE
+    spec; on CPU weights are initialised on the CPU; sequence parallel is never enabled."""
     from megatron.core.transformer import TransformerConfig
 
-    on_gpu = torch.cuda.is_available()
+    on_gpu = is_cuda()
     bf16 = model.dtype == "bf16"
-    fused = on_gpu and have_transformer_engine()
+    fused = resolved_layer_spec(model) == "transformer_engine"
     return TransformerConfig(
         num_layers=model.num_layers, hidden_size=model.hidden_size,
         ffn_hidden_size=model.ffn_hidden_size, num_attention_heads=model.num_attention_heads,
@@ -141,9 +170,9 @@ def to_transformer_config(model: ModelConfig, parallel: ParallelConfig):
 
 
 def layer_spec(model: ModelConfig):
-    """TransformerEngine spec when TE is importable (GPU), megatron's local spec otherwise."""
+    """megatron's layer spec for `model` on the selected device (resolved_layer_spec)."""
     from megatron.core.models.gpt import gpt_layer_specs
 
-    if have_transformer_engine():
+    if resolved_layer_spec(model) == "transformer_engine":
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
     return gpt_layer_specs.get_gpt_layer_local_spec(normalization=model.normalization)

@@ -30,8 +30,9 @@ class TrainingStack:
 
 def build_training(model: ModelConfig, parallel: ParallelConfig, objective, robust,
                    optim: OptimConfig, reliability=None, seed: int = 1234,
-                   reference: str = "model") -> TrainingStack:
-    """Initialise torch.distributed + megatron for `parallel` (validated first), build the policy
+                   reference: str = "model", device: str = "auto") -> TrainingStack:
+    """Initialise torch.distributed + megatron for `parallel` (validated first) on `device`
+    (run.device: auto | cpu | cuda), build the policy
     (seeded, layout-invariant init, mcore DDP), the frozen reference when the objective needs one
     and `reference == "model"` ("precomputed": batches carry reference sums), the aligner, the
     megatron optimizer and the LR scheduler."""
@@ -40,7 +41,7 @@ def build_training(model: ModelConfig, parallel: ParallelConfig, objective, robu
     if optim.use_distributed_optimizer != parallel.use_distributed_optimizer:
         raise ValueError("OptimConfig.use_distributed_optimizer must equal "
                          "ParallelConfig.use_distributed_optimizer (the DDP buffers depend on it)")
-    layout = initialize_parallel(parallel, model, seed=seed)
+    layout = initialize_parallel(parallel, model, seed=seed, device=device)
     chunks = build_policy(model, parallel, seed=seed)
     reference_chunks = None
     if objective.needs_reference and reference == "model":

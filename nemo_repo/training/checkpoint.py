@@ -33,6 +33,8 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from nemo_repo.device import is_cuda
+
 MARKER = "COMPLETE"
 # Distributed-optimizer state in the layout-independent format (TP/PP/DP may change on resume);
 # ignored by the regular optimizer.
@@ -113,7 +115,7 @@ def _replicated_object(key: str, data) -> ShardedObject:
 def capture_rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_rng_state() if is_cuda() else None,
             "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
 
 
@@ -121,7 +123,7 @@ def restore_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
+    if state["cuda"] is not None and is_cuda():
         torch.cuda.set_rng_state(state["cuda"])
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 

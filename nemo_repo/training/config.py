@@ -14,8 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_repo.device import DEVICES, DeviceError, resolve
 from nemo_repo.model.parallel import LayoutError, ParallelConfig, validate_layout
-from nemo_repo.model.presets import ModelConfig, get_preset
+from nemo_repo.model.presets import ModelConfig, get_preset, resolved_layer_spec
 from nemo_repo.objectives import ObjectiveConfig, RobustConfig
 from nemo_repo.training.optim import OptimConfig
 from nemo_repo.training.signals import FaultInjection
@@ -140,13 +141,15 @@ def _reference(section: dict, objective: ObjectiveConfig) -> str:
 
 
 def _model(section: dict) -> tuple[ModelConfig, str | None]:
-    unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer", "reference"})
+    unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer", "reference",
+                                     "layer_spec"})
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join('model.' + k for k in unknown)}")
     preset, init_from = section.get("preset"), section.get("init_from")
     imported = imported_model_config(init_from) if preset is None else None
     try:
-        model = dataclasses.replace(imported or get_preset(preset), **dict(section.get("overrides") or {}))
+        model = dataclasses.replace(imported or get_preset(preset), **dict(section.get("overrides") or {}),
+                                    layer_spec=section.get("layer_spec") or "auto")
     except KeyError as error:
         raise ConfigError(f"model.preset: {error.args[0]}") from error
     except (TypeError, ValueError) as error:
@@ -194,8 +197,8 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
     train = _section(resolved, "train")
     checkpoint = _section(resolved, "checkpoint")
     logging = _section(resolved, "logging")
-    if run.get("device") not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"run.device must be auto, cpu or cuda, got {run.get('device')!r}")
+    if run.get("device") not in DEVICES:
+        raise ConfigError(f"run.device must be one of {', '.join(DEVICES)}, got {run.get('device')!r}")
     if not run.get("dir"):
         raise ConfigError("run.dir must name the run directory")
     _non_negative_ints("run", run, ["seed"])
@@ -244,3 +247,24 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
                               f"with other settings: {error}. Precompute them again with this config "
                               f"(python -m recipes.precompute_reference ... +out=DIR)") from error
     return settings
+
+
+def check_machine(settings: Settings) -> str:
+    """What only the machine that runs the job can tell (`validate` also runs on a login node
+    without GPUs): run.device is available here, and the layer spec it implies can run the
+    data layout. Returns the resolved layer spec ("local" | "transformer_engine").
+
+    Packing puts several sequences in one row behind a block-diagonal mask; the TE spec's causal
+    attention ignores explicit masks, so packed pairs would attend to each other: refused
+    (use model.layer_spec=local, or data.packing=false) until THD / cu_seqlens packing exists."""
+    try:
+        cuda = resolve(settings.run.device).type == "cuda"
+        spec = resolved_layer_spec(settings.model, cuda=cuda)
+    except (DeviceError, ValueError) as error:
+        raise ConfigError(str(error)) from error
+    if spec == "transformer_engine" and getattr(settings.data, "packing", False):
+        raise ConfigError("data.packing=true is not supported with the Transformer Engine layer spec "
+                          "(its causal attention ignores the block-diagonal mask, so packed sequences "
+                          "would attend to each other): set data.packing=false, or "
+                          "model.layer_spec=local to keep packing with megatron's own attention")
+    return spec

@@ -61,7 +61,7 @@ class Trainer:
         self.reliability = ReliabilityState(settings.reliability, annotators)
         stack = build_training(settings.model, settings.parallel, settings.objective, settings.robust,
                                settings.optim, reliability=self.reliability, seed=settings.run.seed,
-                               reference=settings.reference)
+                               reference=settings.reference, device=settings.run.device)
         self.layout, self.aligner = stack.layout, stack.aligner
         self.policy, self.optimizer, self.scheduler = stack.model_chunks, stack.optimizer, stack.scheduler
         if settings.init_from:   # pretrained weights for the policy and the frozen reference

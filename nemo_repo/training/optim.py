@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nemo_repo.device import is_cuda
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -54,7 +56,7 @@ def build_optimizer(optim: OptimConfig, model_chunks, bf16: bool = False):
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=optim.use_distributed_optimizer)
     return get_megatron_optimizer(config, list(model_chunks),
-                                  use_gloo_process_groups=torch.cuda.is_available())
+                                  use_gloo_process_groups=is_cuda())
 
 
 def build_scheduler(optim: OptimConfig, optimizer):

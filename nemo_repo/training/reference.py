@@ -138,7 +138,8 @@ def precompute_reference(settings, out) -> dict | None:
     from nemo_repo.objectives import ObjectiveConfig, RobustConfig
     from nemo_repo.training.checkpoint import load_model_weights
 
-    initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed)
+    initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed,
+                        device=settings.run.device)
     try:
         chunks = build_reference(settings.model, settings.parallel, seed=settings.run.seed)
         if settings.init_from:

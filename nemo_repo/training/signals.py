@@ -10,6 +10,8 @@ import signal
 import torch
 import torch.distributed as dist
 
+from nemo_repo.device import all_reduce
+
 EXIT_REQUEUE = 75  # os.EX_TEMPFAIL
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -27,11 +29,8 @@ class StopRequest:
         self.received = signal.Signals(signum).name
 
     def agreed(self, group=None) -> bool:
-        device = "cuda" if torch.cuda.is_available() else "cpu"   # NCCL reduces device tensors only
-        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32, device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        return bool(flag.item())
+        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32)
+        return bool(all_reduce(flag, op=dist.ReduceOp.MAX, group=group).item())
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
