@@ -1,11 +1,16 @@
 # The README's two commands are `make demo` and `make test`; both run `make setup` first.
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The CPU build of torch, chosen explicitly (PyPI's Linux torch is the multi-GB CUDA build).
+# --extra-index-url: a copy pip already has (cache, a find-links folder) still counts, so an
+# offline machine with the wheel at hand installs it too. Override both for another build.
+TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test bench real-model clean
+.PHONY: setup demo test bench real-model clean gpu-setup gpu-test
 
 setup: $(STAMP)
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -15,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet --extra-index-url $(TORCH_INDEX_URL) "$(TORCH_SPEC)"
 	$(PIP) install --quiet -r requirements.txt
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
@@ -27,6 +32,25 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# GPU smoke suite (tests/gpu, pytest marker `gpu`; README "Running on GPUs"). Inside an NGC PyTorch
+# container (torch, megatron-core, Transformer Engine, apex already there) use its python:
+#   make gpu-test GPU_PYTHON=python
+# elsewhere it builds $(GPU_VENV) with PyPI's CUDA torch. Prints one PASS / FAIL / SKIP line per check.
+GPU_VENV ?= .venv-gpu
+GPU_PYTHON ?= $(GPU_VENV)/bin/python
+GPU_TORCH_SPEC ?= torch==2.13.0
+GPU_STAMP := build/gpu-setup.done
+
+gpu-setup: $(GPU_STAMP)
+
+$(GPU_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	GPU_VENV=$(GPU_VENV) GPU_PYTHON=$(GPU_PYTHON) PYTHON=$(PYTHON) GPU_TORCH_SPEC="$(GPU_TORCH_SPEC)" \
+		bash tests/gpu/setup_env.sh
+	mkdir -p build && touch $(GPU_STAMP)
+
+gpu-test: gpu-setup
+	$(GPU_PYTHON) -m pytest -m gpu -q -p no:cacheprovider tests/gpu
+
 bench: setup
 	$(PY) -m benchmarks.step_overhead
 	$(PY) -m benchmarks.logprob_memory
@@ -36,4 +60,4 @@ real-model: setup
 	$(PY) -m recipes.real_model $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GPU_VENV) build .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.device import resolve
 from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
 
@@ -26,11 +27,15 @@ def main(cfg: DictConfig) -> None:
     env = distributed_env()
     try:
         settings = validate(cfg, env.world_size, build_data=build_data_config)
-        check_machine(settings)     # run.device here, the layer spec it implies vs data.packing
+        spec = check_machine(settings)     # run.device here, the layer spec it implies vs packing
     except ConfigError as error:
         if env.rank == 0:
             print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
+    if env.rank == 0:
+        device = resolve(settings.run.device).type
+        print(f"[train] run.device={settings.run.device}: {device} "
+              f"({'nccl' if device == 'cuda' else 'gloo'}), layer spec {spec}", flush=True)
     from nemo_repo.training.loop import run_training   # heavy imports only after validation
 
     try:
