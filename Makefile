@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# The CPU build of torch, chosen explicitly (PyPI's Linux torch is the multi-GB CUDA build).
-# --extra-index-url: a copy pip already has (cache, a find-links folder) still counts, so an
-# offline machine with the wheel at hand installs it too. Override both for another build.
+# The CPU build of torch, chosen explicitly (PyPI's Linux torch is the multi-GB CUDA build), from
+# TORCH_INDEX_URL as an extra index: a copy pip already has (its cache, a find-links folder) still
+# counts, and when the index cannot be reached the install relies on those alone (an offline
+# machine with the wheel at hand). Override both for another build.
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
@@ -20,7 +21,11 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --extra-index-url $(TORCH_INDEX_URL) "$(TORCH_SPEC)"
+	@if $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_INDEX_URL)/torch/', timeout=15)" \
+			>/dev/null 2>&1; then index="--extra-index-url $(TORCH_INDEX_URL)"; \
+		else echo "note: $(TORCH_INDEX_URL) cannot be reached: $(TORCH_SPEC) must come from pip's cache or find-links"; \
+		index=; fi; \
+		echo "$(PIP) install $$index $(TORCH_SPEC)"; $(PIP) install --quiet $$index "$(TORCH_SPEC)"
 	$(PIP) install --quiet -r requirements.txt
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .

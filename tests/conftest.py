@@ -13,4 +13,7 @@ def torch_left_unpatched():
     yield
     from nemo_repo.model import compat
 
-    assert not compat.is_applied(), "this test left nemo_repo.model.compat's patches on torch"
+    if compat.is_applied():
+        compat.remove_cpu_compat()   # one offender must not fail every test after it
+        pytest.fail("this test left nemo_repo.model.compat's patches on torch: run megatron in a "
+                    "child process (tests/dist.py)")
