@@ -1,8 +1,9 @@
 """Layer 4: the aligner model on megatron-core (see each module's docstring).
 
-compat      CPU-only torch patches for megatron-core (no-op on GPU)
-parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel
-presets     ModelConfig, PRESETS, to_transformer_config, layer_spec
+compat      megatron-core's CPU patches: named, for megatron's calls only, removable (CPU runs only)
+versions    is the installed megatron stack one our pins work with (python -m nemo_repo.model.versions)
+parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel (selects run.device)
+presets     ModelConfig, PRESETS, to_transformer_config, layer_spec (local | transformer_engine)
 policy      build_policy (GPTModel + mcore DDP), build_reference (frozen, forward-only)
 logprobs    per-sequence completion log-prob sums from vocab-parallel logits
 aligner     PreferenceAligner (forward_step / loss_func, train_step, evaluate), build_aligner
