@@ -71,11 +71,14 @@ def _for_megatron(original, replacement):
 
 
 def _redirect_device(original):
-    def replacement(*args, **kwargs):
-        if _is_cuda(kwargs.get("device")):
+    """A factory function whose device="cuda" becomes the CPU for megatron's calls (the cheap
+    device test first: most calls pass no CUDA device)."""
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if _is_cuda(kwargs.get("device")) and _from_megatron():
             kwargs["device"] = _CPU
         return original(*args, **kwargs)
-    return _for_megatron(original, replacement)
+    return wrapper
 
 
 def _tensor_type(original):
