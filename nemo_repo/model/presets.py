@@ -8,10 +8,11 @@ transformer_engine), `local` (megatron's own modules; the only one on CPU) or `a
 run's device is CUDA and TE imports, else local). The TE spec uses the causal mask type: TE
 ignores the explicit attention mask, which is right for padded batches (right padding under a
 causal mask) but not for packed ones, so training refuses `data.packing=true` with it
-(training.config.check_layer_spec). Checkpoint keys differ between the two specs (TE fuses the
+(training.config.check_machine). Checkpoint keys differ between the two specs (TE fuses the
 input norms into linear_qkv / linear_fc1): train and convert with the same spec.
 """
 
+import copy
 import functools
 from dataclasses import asdict, dataclass, replace
 
@@ -48,9 +49,12 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     dtype: str = "fp32"                   # fp32 | bf16
+    core_attention: str = "sdpa"          # local spec: sdpa (torch fused) | unfused (megatron's)
     layer_spec: str = "auto"              # auto | local | transformer_engine (module docstring)
 
     def __post_init__(self):
+        if self.core_attention not in ("sdpa", "unfused"):
+            raise ValueError(f"ModelConfig.core_attention must be sdpa or unfused, got {self.core_attention!r}")
         if self.normalization not in ("RMSNorm", "LayerNorm"):
             raise ValueError(f"ModelConfig.normalization must be RMSNorm or LayerNorm, got {self.normalization!r}")
         if self.activation not in ("swiglu", "gelu"):
@@ -175,4 +179,10 @@ def layer_spec(model: ModelConfig):
 
     if resolved_layer_spec(model) == "transformer_engine":
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    return gpt_layer_specs.get_gpt_layer_local_spec(normalization=model.normalization)
+    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=model.normalization)
+    if model.core_attention == "sdpa":
+        from nemo_repo.model.attention import SDPADotProductAttention
+
+        spec = copy.deepcopy(spec)   # megatron may hand out a shared spec object
+        spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
+    return spec

@@ -17,7 +17,9 @@ import pytest
 
 from tests.convert.tiny_models import make_tiny_model
 from tests.dist import REPO_ROOT, clean_env, run_workers
-from tests.training.test_resume import TRAIN, STEPS, final_state, ok, records, tiny, train
+from tests.training.runs import STEPS, final_state, ok, records, tiny, train
+
+TRAIN = REPO_ROOT / "recipes" / "train.py"
 
 pytestmark = pytest.mark.gpu
 GPU = ("run.device=cuda",)

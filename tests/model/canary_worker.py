@@ -18,7 +18,7 @@ import traceback
 import torch  # noqa: F401  (imported before forking: children share the loaded modules)
 
 from nemo_repo.model import compat, parallel
-from nemo_repo.model.parallel import ParallelConfig, destroy_parallel
+from nemo_repo.model.parallel import ParallelConfig, destroy_parallel, initialize_parallel
 from nemo_repo.model.presets import get_preset
 from nemo_repo.objectives import ObjectiveConfig, RobustConfig
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
@@ -32,10 +32,11 @@ def workload() -> None:
     model = get_preset("tiny_llama", num_layers=2, dtype="bf16")
     layout = ParallelConfig(micro_batch_size=2, global_batch_size=4, use_distributed_optimizer=True)
     state = ReliabilityState(ReliabilityConfig(), AnnotatorIndex(["a", "b", "c"]))
+    initialize_parallel(layout, model, seed=1, device="cpu")
     stack = build_training(model, layout, ObjectiveConfig(name="dpo"), RobustConfig(mode="re"),
                            OptimConfig(lr=1e-3, total_steps=2, clip_grad=1.0,
                                        use_distributed_optimizer=True),
-                           reliability=state, seed=1, device="cpu")
+                           reliability=state, seed=1)
     stack.aligner.train_step(micro_batches(make_pairs(4, model.vocab_size), 2), stack.optimizer,
                              stack.scheduler)
     with tempfile.TemporaryDirectory() as root:
