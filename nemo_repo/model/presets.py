@@ -8,8 +8,8 @@ transformer_engine), `local` (megatron's own modules; the only one on CPU) or `a
 run's device is CUDA and TE imports, else local). The TE spec uses the causal mask type: TE
 ignores the explicit attention mask, which is right for padded batches (right padding under a
 causal mask) but not for packed ones, so training refuses `data.packing=true` with it
-(training.config.check_machine). Checkpoint keys differ between the two specs (TE fuses the
-input norms into linear_qkv / linear_fc1): train and convert with the same spec.
+(training.config.check_machine). megatron saves the local spec's norms under TE's key names, but
+TE modules add `_extra_state` entries; checkpoints across specs are untested: keep one spec.
 """
 
 import copy
