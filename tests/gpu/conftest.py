@@ -8,9 +8,10 @@ import torch
 def pytest_collection_modifyitems(config, items):
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for item in items:
-        if "gpu" not in item.keywords:
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
             continue
-        needed = item.get_closest_marker("gpu").kwargs.get("min_gpus", 1)
+        needed = marker.kwargs.get("min_gpus", 1)
         if gpus < needed:
             reason = (f"needs {needed} CUDA GPU(s), found {gpus} (torch {torch.__version__}, "
                       f"CUDA build {torch.version.cuda})")

@@ -23,6 +23,22 @@ TRAIN = REPO_ROOT / "recipes" / "train.py"
 
 pytestmark = pytest.mark.gpu
 GPU = ("run.device=cuda",)
+LOCAL, TE, PACKED = "model.layer_spec=local", "model.layer_spec=transformer_engine", "++data.packing=true"
+MATRIX = [("re_dpo", "bf16", "false"), ("re_dpo", "fp32", "true"), ("re_dpo", "bf16", "true"),
+          ("dpo", "fp32", "false"), ("dpo", "bf16", "true")]
+TWO_GPU_LAYOUTS = {"tp2": "parallel.tensor_model_parallel_size=2",
+                   "dp2": "parallel.tensor_model_parallel_size=1"}   # world 2, TP = PP = 1
+
+
+def matrix_overrides(objective, dtype, packing):
+    return (f"robust={'re' if objective == 're_dpo' else 'none'}", f"++model.overrides.dtype={dtype}",
+            f"++data.packing={packing}", LOCAL)
+
+
+# (processes, overrides) of every run below: tests/gpu/test_suite_config.py validates them on CPU
+ALL_RUNS = [(1, (LOCAL,)), (1, (PACKED, LOCAL)), (1, (TE,)), (1, (TE, PACKED)),
+            (1, (LOCAL, "train.stop_at_step=2")), *((1, matrix_overrides(*m)) for m in MATRIX),
+            *((2, (LOCAL, layout)) for layout in TWO_GPU_LAYOUTS.values())]
 
 
 def _te_available() -> bool:
@@ -54,7 +70,7 @@ def _gpu_run(run_dir, cache, *overrides, nproc=1, timeout=300):
 def reference_gpu_run(tmp_path_factory, cache):
     """RE-DPO, fp32, padded, local spec, 1 GPU: what resume, TP=2 and DP=2 are compared with."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    _gpu_run(run_dir, cache, "model.layer_spec=local")
+    _gpu_run(run_dir, cache, LOCAL)
     return run_dir
 
 
@@ -65,14 +81,10 @@ def test_re_dpo_fp32_padded(reference_gpu_run):
     assert eta and all(0 < e < 1 for e in eta) and any(e != 0.9 for e in eta)   # eta moved (NCCL int64 sums)
 
 
-@pytest.mark.parametrize("objective, dtype, packing", [
-    ("re_dpo", "bf16", "false"), ("re_dpo", "fp32", "true"), ("re_dpo", "bf16", "true"),
-    ("dpo", "fp32", "false"), ("dpo", "bf16", "true")])
+@pytest.mark.parametrize("objective, dtype, packing", MATRIX)
 def test_training_step_matrix(tmp_path, cache, objective, dtype, packing):
-    robust = "re" if objective == "re_dpo" else "none"
     run_dir = tmp_path / "run"
-    _gpu_run(run_dir, cache, f"robust={robust}", f"model.overrides.dtype={dtype}",
-             f"++data.packing={packing}", "model.layer_spec=local")
+    _gpu_run(run_dir, cache, *matrix_overrides(objective, dtype, packing))
     losses = _losses(run_dir)
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
     evaluation = json.loads((run_dir / "eval.json").read_text())
@@ -82,7 +94,7 @@ def test_training_step_matrix(tmp_path, cache, objective, dtype, packing):
 def test_packed_equals_padded_at_the_first_step(reference_gpu_run, tmp_path, cache):
     """Same weights, same pairs: packing (block-diagonal masks, local spec) changes no log-prob."""
     run_dir = tmp_path / "run"
-    _gpu_run(run_dir, cache, "++data.packing=true", "model.layer_spec=local")
+    _gpu_run(run_dir, cache, PACKED, LOCAL)
     assert _losses(run_dir)[0] == pytest.approx(_losses(reference_gpu_run)[0], rel=1e-5)
 
 
@@ -90,7 +102,7 @@ def test_packed_equals_padded_at_the_first_step(reference_gpu_run, tmp_path, cac
                     "(it ships in NGC PyTorch images: make gpu-test GPU_PYTHON=python inside one)")
 def test_transformer_engine_spec_matches_local_on_padded_batches(reference_gpu_run, tmp_path, cache):
     run_dir = tmp_path / "run"
-    done = _gpu_run(run_dir, cache, "model.layer_spec=transformer_engine")
+    done = _gpu_run(run_dir, cache, TE)
     assert "layer spec transformer_engine" in done.stdout
     losses = _losses(run_dir)
     assert all(math.isfinite(x) for x in losses)
@@ -99,16 +111,15 @@ def test_transformer_engine_spec_matches_local_on_padded_batches(reference_gpu_r
 
 @pytest.mark.skipif(not _te_available(), reason="transformer_engine is not importable here")
 def test_packing_is_refused_under_the_transformer_engine_spec(tmp_path, cache):
-    done = train(tiny(tmp_path / "run", cache, *GPU, "model.layer_spec=transformer_engine",
-                      "++data.packing=true"))
+    done = train(tiny(tmp_path / "run", cache, *GPU, TE, PACKED))
     assert done.returncode == 2 and "data.packing=true is not supported with the Transformer Engine" \
         in done.stderr, done.stderr[-2000:]
 
 
 def test_checkpoint_and_resume_match_the_uninterrupted_run(reference_gpu_run, tmp_path, cache):
     run_dir = tmp_path / "run"
-    _gpu_run(run_dir, cache, "model.layer_spec=local", "train.stop_at_step=2")
-    resumed = _gpu_run(run_dir, cache, "model.layer_spec=local")
+    _gpu_run(run_dir, cache, LOCAL, "train.stop_at_step=2")
+    resumed = _gpu_run(run_dir, cache, LOCAL)
     assert "resumed from" in resumed.stdout
     got, expected = final_state(run_dir), final_state(reference_gpu_run)
     assert _losses(run_dir) == pytest.approx(_losses(reference_gpu_run), rel=1e-5)
@@ -134,12 +145,11 @@ def test_convert_import_and_export_verify_on_the_gpu(tmp_path):
 
 
 @pytest.mark.gpu(min_gpus=2)
-@pytest.mark.parametrize("layout", [pytest.param("parallel.tensor_model_parallel_size=2", id="tp2"),
-                                    pytest.param("parallel.tensor_model_parallel_size=1", id="dp2")])
+@pytest.mark.parametrize("layout", TWO_GPU_LAYOUTS.values(), ids=TWO_GPU_LAYOUTS.keys())
 def test_two_gpus_equal_one(reference_gpu_run, tmp_path, cache, layout):
     """TP=2 and DP=2 (two processes with TP=PP=1) against the 1-GPU run."""
     run_dir = tmp_path / "run"
-    _gpu_run(run_dir, cache, "model.layer_spec=local", layout, nproc=2)
+    _gpu_run(run_dir, cache, LOCAL, layout, nproc=2)
     assert _losses(run_dir) == pytest.approx(_losses(reference_gpu_run), rel=1e-4)
     eta = [r["eta"] for r in json.loads((run_dir / "reliability.json").read_text())]
     expected = [r["eta"] for r in json.loads((reference_gpu_run / "reliability.json").read_text())]
