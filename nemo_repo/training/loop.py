@@ -72,9 +72,10 @@ class Trainer:
 
         self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                                    settings.parallel.global_batch_size,
-                                   parallel_state.get_data_parallel_rank(), self.layout["dp"], annotators)
+                                   parallel_state.get_data_parallel_rank(), self.layout["dp"], annotators,
+                                   reference=stack.aligner.reference_mode == "precomputed")
         if self.data.vocab_size > settings.model.vocab_size:
-            raise ValueError(f"the tokenizer has {self.data.vocab_size} tokens but model "
+            raise ConfigError(f"the tokenizer has {self.data.vocab_size} tokens but model "
                              f"{settings.model.name} only {settings.model.vocab_size} (model.preset)")
         if stack.aligner.reference_mode == "precomputed":
             for split, tokenized in self.data.splits.items():
@@ -143,6 +144,7 @@ class Trainer:
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(settings.resolved, sort_keys=False))
+            self.data.report.log_to(self.run_dir)   # printed, and run_dir/data_report.json
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
                                tensorboard=log_cfg.tensorboard, progress=log_cfg.progress)
         stop = StopRequest()

@@ -35,7 +35,7 @@ LINES = [
     (good(13, annotator_id=1.5), "annotator_id", "wrong_type"),
     (good(14), None, None),
     (good(15, prompt=[{"role": "user", "content": "hi"}], chosen=[{"role": "user", "content": "x"}]),
-     "chosen[0].role", "bad_message"),
+     "chosen[0].role", "bad_role"),
     (good(16, prompt=None, chosen="a"), "prompt", "missing_field"),
 ]
 
