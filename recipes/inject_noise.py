@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nemo_repo.data.readers import Source, read_source, row_kind
-from nemo_repo.data.validate import MISSING_FIELD, NOT_AN_OBJECT, DataValidationError, RowError
+from nemo_repo.data.validate import BLANK_LINE, MISSING_FIELD, NOT_AN_OBJECT, DataValidationError, RowError
 from recipes.errors import invalid_input
 
 
@@ -30,7 +30,7 @@ def read_rows(path: str) -> list[dict]:
     for row, record in read_source(source):
         if isinstance(record, RowError):
             raise DataValidationError(record)
-        if record is None:   # a blank JSONL line
+        if record is BLANK_LINE:
             continue
         if not isinstance(record, dict):
             raise DataValidationError(RowError(path, row, kind, None, NOT_AN_OBJECT,

@@ -1,7 +1,7 @@
 """Readers: JSONL, JSON (a list of objects), Parquet, `datasets` folders (save_to_disk), hub names.
 
 Each yields (row, record) in file order, where a record that cannot even be parsed is a RowError
-(malformed JSON line, non-UTF-8 bytes, nesting too deep to parse). Rows are 1-based line numbers
+(malformed JSON line, non-UTF-8 bytes, nesting too deep to parse, a key twice in one object). Rows are 1-based line numbers
 for JSONL and 0-based indices for every other format (`row_kind`). A UTF-8 byte order mark is
 skipped. A file that cannot be read at all (missing, unreadable, not a supported format, a JSON
 document that does not parse, a truncated Parquet file, a missing split) raises
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from nemo_repo.data.validate import (CORRUPT_FILE, HUB_UNAVAILABLE, INVALID_UTF8, MALFORMED_JSON,
-                                     NESTING_TOO_DEEP, NOT_FOUND, SPLIT_NOT_FOUND, UNREADABLE,
-                                     UNSUPPORTED_FORMAT, DataValidationError, RowError,
+from nemo_repo.data.validate import (BLANK_LINE, CORRUPT_FILE, DUPLICATE_KEY, HUB_UNAVAILABLE, INVALID_UTF8,
+                                     MALFORMED_JSON, NESTING_TOO_DEEP, NOT_FOUND, SPLIT_NOT_FOUND,
+                                     UNREADABLE, UNSUPPORTED_FORMAT, DataValidationError, RowError,
                                      file_error)
 
 FORMATS = ("auto", "jsonl", "json", "parquet", "hf_disk", "hf_hub")
@@ -179,12 +179,28 @@ class _TooDeep(ValueError):
     """JSON nested deeper than the parser's recursion limit."""
 
 
+class _DuplicateKey(ValueError):
+    """An object with the same key twice (json.loads would silently keep the last value)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"the key '{key}' appears twice in one object (which value is meant?)")
+        self.key = key
+
+
 _TOO_DEEP = "nested too deeply to parse (about 1000 levels of lists/objects or more)"
+
+
+def _unique_keys(pairs: list) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return record
 
 
 def _loads(text: str):
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise _TooDeep() from None
 
@@ -202,12 +218,15 @@ def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
                                             f"bytes are not UTF-8 (byte {error.start} of the line)")
                 continue
             if not text.strip():
-                yield line_number, None   # blank line: counted, not a row
+                yield line_number, BLANK_LINE
                 continue
             try:
                 yield line_number, _loads(text)
             except _TooDeep:
                 yield line_number, RowError(name, line_number, "line", None, NESTING_TOO_DEEP, _TOO_DEEP)
+            except _DuplicateKey as duplicate:
+                yield line_number, RowError(name, line_number, "line", duplicate.key, DUPLICATE_KEY,
+                                            str(duplicate))
             except json.JSONDecodeError as error:
                 yield line_number, RowError(name, line_number, "line", None, MALFORMED_JSON,
                                             f"not valid JSON: {error.msg} (column {error.colno})")
@@ -227,6 +246,8 @@ def read_json(path: str) -> Iterator[tuple[int, Any]]:
         document = _loads(text)
     except _TooDeep:
         raise file_error(name, NESTING_TOO_DEEP, _TOO_DEEP) from None
+    except _DuplicateKey as duplicate:
+        raise file_error(name, DUPLICATE_KEY, str(duplicate)) from None
     except json.JSONDecodeError as error:
         raise DataValidationError(RowError(name, error.lineno, "line", None, MALFORMED_JSON,
                                            f"not valid JSON: {error.msg} (column {error.colno})")) from None
@@ -288,7 +309,7 @@ def read_hf_hub(name: str, split: str) -> Iterator[tuple[int, Any]]:
 
 
 def read_source(source: Source) -> Iterator[tuple[int, Any]]:
-    """(row, record | RowError | None for a blank JSONL line) in file order."""
+    """(row, record | RowError | BLANK_LINE) in file order."""
     fmt = source.resolved_format()
     path = os.path.expanduser(source.path)
     if fmt == "jsonl":

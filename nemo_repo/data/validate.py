@@ -38,6 +38,7 @@ DUPLICATE_ID = "duplicate_id"
 TOO_LONG = "too_long"
 INVALID_UNICODE = "invalid_unicode"         # a lone surrogate (a JSON "\\ud800" escape): no tokenizer encodes it
 NESTING_TOO_DEEP = "nesting_too_deep"       # JSON nested deeper than the parser's recursion limit
+DUPLICATE_KEY = "duplicate_key"             # {"chosen": .., "chosen": ..}: which one is meant?
 BAD_ROLE = "bad_role"                       # unknown role, or turns out of order
 ANNOTATOR_ID_AMBIGUOUS = "annotator_id_ambiguous"   # 1 and "1": one annotator or two?
 NO_CHAT_TEMPLATE = "no_chat_template"       # conversational row, tokenizer without a chat template
@@ -58,6 +59,16 @@ TOO_FEW_PAIRS = "too_few_pairs"
 TOO_MANY_SKIPPED = "too_many_skipped"
 
 ROLES = ("system", "user", "assistant", "tool")
+
+
+class _BlankLine:
+    """What readers yield for a blank JSONL line: counted, not a row (unlike a `null` line)."""
+
+    def __repr__(self) -> str:
+        return "BLANK_LINE"
+
+
+BLANK_LINE = _BlankLine()
 WARN_SKIPPED_FRACTION = 0.05   # the report warns above this share of skipped rows (per split)
 
 
@@ -403,7 +414,7 @@ def _all_or_none(present: int, total: int, has: bool, what: str) -> str | None:
 def validate_records(name: str, row_kind: str, records: Iterable[tuple[int, Any]],
                      columns: Mapping[str, str], report: SplitReport,
                      strict: bool, reference: bool = False) -> list[PreferenceExample]:
-    """Validate one file's records ((row, record | RowError | None = blank line), file order).
+    """Validate one file's records ((row, record | RowError | BLANK_LINE), file order).
 
     Also checks across rows that annotator ids and (when `reference`) reference sums are each on
     all rows or none (`_all_or_none`), that no two annotator ids differ only in their JSON type
@@ -411,7 +422,7 @@ def validate_records(name: str, row_kind: str, records: Iterable[tuple[int, Any]
     the first one is raised. A file without any row is an error in both modes."""
     examples, errors, id_types = [], [], {}
     for row, record in records:
-        if record is None:            # a blank JSONL line
+        if record is BLANK_LINE:
             report.blank_lines += 1
             continue
         report.rows_read += 1
