@@ -112,6 +112,23 @@ def test_counts_and_errors_per_policy():
     assert report.skipped == {"identical_responses": 1}
 
 
+def test_rows_that_cannot_be_rendered_or_encoded_are_named_not_fatal():
+    """A text the tokenizer rejects (here a lone surrogate, which validation normally stops
+    first) and a conversational row without a chat template: row errors, the rest is kept."""
+    tok = make_tokenizer(template=False)
+    rows = [example("hello", " good", " bad", row=1), example("hello \ud800", " good", " bad", row=2),
+            example([{"role": "user", "content": "hello"}], "a", "b", row=3), example("a", " b", " c", row=4)]
+    report = SplitReport()
+    split = tokenize_examples(rows, PairEncoder(tok, TokenizeSettings()), "f.jsonl", "line", COLUMNS,
+                              report, strict=False)
+    assert split.rows == [1, 4] and report.skipped == {"tokenizer_error": 1, "no_chat_template": 1}
+    assert str(report.errors[0]).startswith("f.jsonl, line 2: the tokenizer raised TypeError")
+    assert str(report.errors[1]).startswith("f.jsonl, line 3, field 'prompt': a conversational row needs")
+    with pytest.raises(DataValidationError, match="f.jsonl, line 2: the tokenizer raised"):
+        tokenize_examples(rows, PairEncoder(tok, TokenizeSettings()), "f.jsonl", "line", COLUMNS,
+                          SplitReport(), strict=True)
+
+
 def test_cache_roundtrip(tmp_path):
     tok = make_tokenizer(template=False)
     calls = []

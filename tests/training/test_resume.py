@@ -22,7 +22,7 @@ STEPS = 4
 
 
 def tiny(run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
+    return [f"run.dir={run_dir}", f"++data.cache_dir={cache_dir}", "recipe=tiny_cpu",
             "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
             "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
             f"train.max_steps={STEPS}", "train.eval_interval=2", "checkpoint.interval=2",
