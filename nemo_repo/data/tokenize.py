@@ -34,8 +34,9 @@ import numpy as np
 
 from nemo_repo.data.batch import TokenizedPair
 from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, NO_CHAT_TEMPLATE, TEMPLATE_ERROR,
-                                     TEMPLATE_MISMATCH, TOKENIZER_ERROR, TOO_LONG, DataValidationError,
-                                     PreferenceExample, RowError, SplitReport)
+                                     NOT_FOUND, TEMPLATE_MISMATCH, TOKENIZER_ERROR, TOO_LONG, UNREADABLE,
+                                     DataValidationError, PreferenceExample, RowError, SplitReport,
+                                     file_error)
 
 CACHE_VERSION = 2          # 2: precomputed reference sums (reference.npy)
 ENCODE_CHUNK = 1024        # rows per batched tokenizer call
@@ -69,9 +70,19 @@ class TokenizeSettings:
 
 
 def load_tokenizer(path: str):
+    """The Hugging Face tokenizer in the local folder `path` (data.tokenizer); DataValidationError
+    naming it when it is missing or holds no loadable tokenizer (never a hub download)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.path.expanduser(path))
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise file_error(path, NOT_FOUND, "data.tokenizer must be a local tokenizer folder; this one "
+                         "does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:   # transformers raises OSError / ValueError / KeyError / ...
+        raise file_error(path, UNREADABLE, f"data.tokenizer: no loadable tokenizer in this folder: "
+                         f"{type(error).__name__}: {error}") from None
 
 
 def tokenizer_fingerprint(path: str) -> str:

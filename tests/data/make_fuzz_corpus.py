@@ -16,10 +16,12 @@ Manifest entry, per case name:
   validation   the same, or null
   tokenizer    plain (the synthetic word-level one, no chat template) | chat | chat_mismatch
                (a template that renders the system turn only after an assistant turn) |
-               chat_no_system (a template that raises on a system turn): TEMPLATES below
+               chat_no_system (a template that raises on a system turn): TEMPLATES below; any
+               other value is a corpus path used as data.tokenizer
   config       data.* overrides; global_batch_size (default 1); reference: read the reference sums
-  strict / lenient   {"error": reason, "split": train|validation, "row": int|null, "kind": line|index,
-                     "field": str|null}  -- a DataValidationError naming that file/row/field
+  strict / lenient   {"error": reason, "split": train|validation|tokenizer|truth, "row": int|null,
+                      "kind": line|index, "field": str|null}  -- a DataValidationError naming
+                      that split's file (data.<split>), row and field
                  or {"kept": pairs, "skipped": {reason: count}}  -- for the train split
 """
 
@@ -93,6 +95,7 @@ def with_bad(bad, make=good, count=ROWS, at=BAD_AT) -> list:
 
 # ----------------------------------------------------------------------------- outcomes
 def err(reason, row=None, field=None, split="train", kind="line") -> dict:
+    """A DataValidationError naming the source of `split` (train, validation, tokenizer, truth)."""
     return {"error": reason, "split": split, "row": row, "kind": kind if row is not None else None,
             "field": field}
 
@@ -337,6 +340,20 @@ def define_cases():
     case("missing_validation_split", "validation from a DatasetDict without a 'validation' split",
          err("split_not_found", split="validation"), err("split_not_found", split="validation"),
          train="hf_disk", validation="hf_disk")
+
+    # --- the tokenizer and the ground truth
+    case("tokenizer_missing", "data.tokenizer names a folder that does not exist (no hub download)",
+         err("not_found", split="tokenizer"), err("not_found", split="tokenizer"), train="good.jsonl",
+         tokenizer="nosuch_tokenizer")
+    case("tokenizer_not_a_tokenizer", "data.tokenizer names a folder without tokenizer files",
+         err("unreadable", split="tokenizer"), err("unreadable", split="tokenizer"), train="good.jsonl",
+         tokenizer="a_folder")
+    case("truth_corrupt", "data.truth is not valid JSON", err("corrupt_file", split="truth"),
+         err("corrupt_file", split="truth"), train="good.jsonl", config={"truth": "truth_corrupt.json"},
+         files={"truth_corrupt.json": b'{"flipped_ids": ["r1",'})
+    case("truth_wrong_shape", "data.truth holds flipped_ids as a string", err("corrupt_file", split="truth"),
+         err("corrupt_file", split="truth"), train="good.jsonl", config={"truth": "truth_wrong_shape.json"},
+         files={"truth_wrong_shape.json": b'{"flipped_ids": "r1"}'})
 
     # --- splits and settings
     case("fewer_pairs_than_a_batch", "6 valid pairs, global batch 8", err("too_few_pairs"), err("too_few_pairs"),

@@ -51,8 +51,9 @@ def test_every_fault_is_named_or_counted(name, mode, tokenizers, tmp_path, monke
     monkeypatch.chdir(CORPUS)
     paths = {split: source_path(spec[split], tmp_path) for split in ("train", "validation")}
     section = {"train": paths["train"], "validation": paths["validation"],
-               "tokenizer": tokenizers[spec["tokenizer"]], "cache_dir": str(tmp_path / "cache"),
-               "max_length": 32, "strict": mode == "strict", **spec["config"]}
+               "tokenizer": tokenizers.get(spec["tokenizer"], spec["tokenizer"]),
+               "cache_dir": str(tmp_path / "cache"), "max_length": 32, "strict": mode == "strict",
+               **spec["config"]}
 
     def load():
         return PreferenceData(build_data_config(section), micro_batch_size=1,
@@ -61,7 +62,7 @@ def test_every_fault_is_named_or_counted(name, mode, tokenizers, tmp_path, monke
     if "error" in expected:
         with pytest.raises(DataValidationError) as raised:
             load()
-        error, message, file = raised.value.error, str(raised.value), paths[expected["split"]]
+        error, message, file = raised.value.error, str(raised.value), section[expected["split"]]
         assert (error.reason, error.file, error.row, error.field) == \
             (expected["error"], file, expected["row"], expected["field"]), message
         assert message.startswith(file) and message.endswith(f"[{expected['error']}]")
