@@ -202,6 +202,13 @@ def define_cases():
     row_case("duplicate_pair_id", "two rows with id r1", good(3, id="r1"), "duplicate_id", "id")
     row_case("pair_ids_one_and_1", 'pair ids "1" (line 1) and 1 (line 3) are the same id', good(3, id=1),
              "duplicate_id", "id", make=lambda i: good(i, id=str(i)))
+    row_case("content_parts", "message content as a list of parts (multimodal style)",
+             good(3, prompt=[{"role": "user", "content": [{"type": "text", "text": "1 + 2 ="}]}]),
+             "wrong_type", "prompt[0].content")
+    row_case("infinite_number", "chosen is 1e999 (parsed as infinity)",
+             b'{"prompt": "1 + 2 =", "chosen": 1e999, "rejected": " 4"}', "wrong_type", "chosen")
+    row_case("integer_role", "a message whose role is a number",
+             good(3, prompt=[{"role": 1, "content": "1 + 2 ="}]), "wrong_type", "prompt[0].role")
     row_case("message_without_content", "a response message without content",
              good(3, chosen=[{"role": "assistant"}]), "bad_message", "chosen[0].content")
     row_case("message_not_an_object", "a message that is a string",
@@ -317,6 +324,14 @@ def define_cases():
     file_case("parquet_fake", "a text file named .parquet", "unsupported_format", FILES["good.jsonl"], suffix=".parquet")
     file_case("parquet_truncated", "a Parquet file cut after 300 bytes", "corrupt_file",
               _parquet(rows, cut=300), suffix=".parquet")
+
+    case("parquet_float_annotator_ids", "annotator ids stored as floats (pandas writes ints with gaps so)",
+         err("wrong_type", 0, "annotator_id", kind="index"), err("no_valid_rows"),
+         train="parquet_float_ids.parquet",
+         files={"parquet_float_ids.parquet": _parquet([dict(r, annotator_id=float(i)) for i, r in enumerate(rows)])})
+    case("parquet_bytes_column", "a binary (bytes) chosen column",
+         err("wrong_type", 0, "chosen", kind="index"), err("no_valid_rows"), train="parquet_bytes.parquet",
+         files={"parquet_bytes.parquet": _parquet([dict(r, chosen=r["chosen"].encode()) for r in rows])})
 
     def empty_parquet(path):
         import pyarrow as pa
