@@ -248,6 +248,7 @@ class PreferenceData:
         sources = {"train": Source(config.train, config.format, config.train_split)}
         if config.validation:
             sources["validation"] = Source(config.validation, config.format, config.validation_split)
+
         def prepare_all():
             return {name: prepare_split(source, config, encoder, config.tokenizer, cache_root, reference)
                     for name, source in sources.items()}

@@ -1,8 +1,8 @@
 """Readers: JSONL, JSON (a list of objects), Parquet, `datasets` folders (save_to_disk), hub names.
 
 Each yields (row, record) in file order, where a record that cannot even be parsed is a RowError
-(malformed JSON line, non-UTF-8 bytes, nesting too deep to parse, a key twice in one object). Rows are 1-based line numbers
-for JSONL and 0-based indices for every other format (`row_kind`). A UTF-8 byte order mark is
+(malformed JSON line, non-UTF-8 bytes, nesting too deep to parse, a key twice in one object). Rows
+are 1-based line numbers for JSONL and 0-based indices for every other format (`row_kind`). A UTF-8 byte order mark is
 skipped. A file that cannot be read at all (missing, unreadable, not a supported format, a JSON
 document that does not parse, a truncated Parquet file, a missing split) raises
 DataValidationError naming it.
@@ -252,9 +252,9 @@ def read_json(path: str) -> Iterator[tuple[int, Any]]:
         raise DataValidationError(RowError(name, error.lineno, "line", None, MALFORMED_JSON,
                                            f"not valid JSON: {error.msg} (column {error.colno})")) from None
     if not isinstance(document, list):
-        raise file_error(name, UNSUPPORTED_FORMAT,
-                         f"a JSON document must be a list of row objects (or use JSON Lines: one "
-                         f"object per line), got {'an object' if isinstance(document, dict) else type(document).__name__}")
+        got = "an object" if isinstance(document, dict) else type(document).__name__
+        raise file_error(name, UNSUPPORTED_FORMAT, f"a JSON document must be a list of row objects (or "
+                         f"use JSON Lines: one object per line), got {got}")
     yield from enumerate(document)
 
 

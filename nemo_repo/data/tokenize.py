@@ -159,11 +159,7 @@ class PairEncoder:
         tail = [self.eos] if self.eos is not None else []
         return [(list(p), list(c) + tail, list(r) + tail) for p, c, r in zip(prompts, chosen, rejected)]
 
-    def encode(self, examples: Sequence[PreferenceExample]) -> list[tuple[list[int], list[int], list[int]]]:
-        """Token lists of every example; raises PairProblem for the first that cannot be rendered."""
-        return self.encode_texts([self.texts(example) for example in examples])
-
-    def encode_each(self, examples: Sequence[PreferenceExample]) -> list:
+    def encode(self, examples: Sequence[PreferenceExample]) -> list:
         """Per example: its token lists, or the PairProblem that stops it. One batched tokenizer
         call; when that raises, the texts are encoded one by one to find the row at fault."""
         texts = []
@@ -288,7 +284,7 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
     settings = encoder.settings
     triples, kept = [], []
     encoded_rows = (encoded for start in range(0, len(examples), ENCODE_CHUNK)
-                    for encoded in encoder.encode_each(examples[start:start + ENCODE_CHUNK]))
+                    for encoded in encoder.encode(examples[start:start + ENCODE_CHUNK]))
     for example, encoded in zip(examples, encoded_rows):
         error = None
         try:

@@ -272,14 +272,14 @@ def define_cases():
              files={f"{name}.jsonl": content})
 
     # --- JSON documents
-    bad_list = [good(i) for i in range(1, ROWS + 1)]
+    bad_list = [good(i) for i in every]
     bad_list[BAD_AT - 1] = good(BAD_AT, chosen=...)
     case("json_list_bad_row", "a JSON list with a bad element (index 2)",
          err("missing_field", BAD_AT - 1, "chosen", kind="index"), ok(ROWS - 1, missing_field=1),
          train="json_list_bad_row.json", files={"json_list_bad_row.json": json.dumps(bad_list, indent=1).encode()})
     case("json_list_in_jsonl_suffix", "a JSON list in a .jsonl file (detected by content)", ok(ROWS), ok(ROWS),
          train="json_list_in_jsonl_suffix.jsonl",
-         files={"json_list_in_jsonl_suffix.jsonl": json.dumps([good(i) for i in range(1, ROWS + 1)], indent=1).encode()})
+         files={"json_list_in_jsonl_suffix.jsonl": json.dumps([good(i) for i in every], indent=1).encode()})
     case("jsonl_in_json_suffix", "JSON Lines in a .json file (detected by content)", ok(ROWS), ok(ROWS),
          train="jsonl_in_json_suffix.json", files={"jsonl_in_json_suffix.json": FILES["good.jsonl"]})
     case("json_bom", "a JSON list after a byte order mark", ok(ROWS), ok(ROWS), train="json_bom.json",
@@ -300,7 +300,8 @@ def define_cases():
     file_case("whitespace_only", "only blank lines and spaces", "empty_file", b"\n  \n\t\n")
     file_case("bom_only", "only a byte order mark and a newline", "empty_file", b"\xef\xbb\xbf\n")
     file_case("csv", "a CSV file", "unsupported_format", b"prompt,chosen,rejected\n1 + 2 =,3,4\n", suffix=".csv")
-    file_case("gzip", "a gzip-compressed JSONL file", "unsupported_format", b"\x1f\x8b\x08\x00junk", suffix=".jsonl.gz")
+    file_case("gzip", "a gzip-compressed JSONL file", "unsupported_format", b"\x1f\x8b\x08\x00junk",
+              suffix=".jsonl.gz")
     case("header_only", "a CSV header line in a .jsonl file", err("malformed_json", 1, None),
          err("no_valid_rows"), train="header_only.jsonl", files={"header_only.jsonl": b"prompt,chosen,rejected\n"})
     case("all_rows_bad", "every row lacks chosen", err("missing_field", 1, "chosen"), err("no_valid_rows"),
@@ -320,8 +321,10 @@ def define_cases():
                                                        for i, r in enumerate(rows)])})
     case("parquet_wrong_types", "Parquet with integer chosen / rejected columns",
          err("wrong_type", 0, "chosen", kind="index"), err("no_valid_rows"), train="parquet_wrong_types.parquet",
-         files={"parquet_wrong_types.parquet": _parquet([dict(r, chosen=i, rejected=i + 1) for i, r in enumerate(rows)])})
-    file_case("parquet_fake", "a text file named .parquet", "unsupported_format", FILES["good.jsonl"], suffix=".parquet")
+         files={"parquet_wrong_types.parquet": _parquet([dict(r, chosen=i, rejected=i + 1)
+                                                         for i, r in enumerate(rows)])})
+    file_case("parquet_fake", "a text file named .parquet", "unsupported_format", FILES["good.jsonl"],
+              suffix=".parquet")
     file_case("parquet_truncated", "a Parquet file cut after 300 bytes", "corrupt_file",
               _parquet(rows, cut=300), suffix=".parquet")
 

@@ -8,7 +8,8 @@ from transformers import PreTrainedTokenizerFast
 
 from nemo_repo.data.batch import TokenizedPair, collate_padded
 from nemo_repo.data.readers import Source
-from nemo_repo.data.tokenize import PairEncoder, TokenizeSettings, cached, fit_length, tokenize_examples
+from nemo_repo.data.tokenize import (PairEncoder, PairProblem, TokenizeSettings, cached, fit_length,
+                                     tokenize_examples)
 from nemo_repo.data.validate import DataValidationError, PreferenceExample, SplitReport
 
 WORDS = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
@@ -70,8 +71,8 @@ def test_plain_concatenation_adds_bos_and_masked_eos():
     assert c == ids(tok, "good answer") + [3] and r == ids(tok, "bad") + [3]
     batch = collate_padded([TokenizedPair(p, c, r, 0, 0)])
     assert completion_tokens(batch, 0) == c                    # EOS is in the loss mask
-    with pytest.raises(ValueError, match="chat template"):
-        encoder.encode([example([{"role": "user", "content": "hello"}], "a", "b")])
+    problem, = encoder.encode([example([{"role": "user", "content": "hello"}], "a", "b")])
+    assert isinstance(problem, PairProblem) and problem.reason == "no_chat_template"
 
 
 def test_truncation_cuts_prompt_left_then_responses_right():
