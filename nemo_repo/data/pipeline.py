@@ -210,17 +210,17 @@ class PreferenceData:
     """Both splits tokenized, the annotator index, the training stream and evaluation batches
     for one data-parallel rank.
 
-    `annotators`: an AnnotatorIndex to extend (append-only; a new one by default). Training
-    annotator ids are indexed in file order first, then validation ids. `reference`: read and
-    validate the precomputed reference sums (model.reference=precomputed); otherwise those columns
-    are ignored. Every data problem raises DataValidationError (see validate.py), also the
-    split-level ones checked here: a split without a valid pair, fewer training pairs than one
-    global batch, more skipped rows than data.max_skipped_fraction (without it: a warning in the
-    report above 5%)."""
+    `annotators`: the AnnotatorIndex of every annotator id in the data, training ids in file order
+    first, then validation-only ids; complete once constructed (size a ReliabilityState from it).
+    Each pair's position in it is fixed here; the index is append-only, so restoring a checkpoint
+    into it (ReliabilityState.load_state_dict) never moves them. `reference`: read and validate the
+    precomputed reference sums (model.reference=precomputed); otherwise those columns are ignored.
+    Every data problem raises DataValidationError (see validate.py), also the split-level ones
+    checked here: a split without a valid pair, fewer training pairs than one global batch, more
+    skipped rows than data.max_skipped_fraction (without it: a warning in the report above 5%)."""
 
     def __init__(self, config: DataConfig, micro_batch_size: int, global_batch_size: int,
-                 dp_rank: int = 0, dp_size: int = 1, annotators: AnnotatorIndex | None = None,
-                 reference: bool = False):
+                 dp_rank: int = 0, dp_size: int = 1, reference: bool = False):
         config = materialize_synthetic(config)
         self.config = config
         self.micro_batch_size, self.dp_rank, self.dp_size = micro_batch_size, dp_rank, dp_size
@@ -229,7 +229,7 @@ class PreferenceData:
         self.splits = self._prepare(config, reference)
         self._check_sizes(global_batch_size)
         self.report.check_skipped(config.max_skipped_fraction)
-        self.annotators = annotators if annotators is not None else AnnotatorIndex()
+        self.annotators = AnnotatorIndex()
         self._annotator_index = {name: np.array([self.annotators.index(a) for a in split.annotator_ids],
                                                 dtype=np.int64)
                                  for name, split in self.splits.items()}

@@ -15,7 +15,7 @@ from recipes.inject_noise import main as inject_noise
 from recipes.prepare_data import main as prepare_data
 from tests.dist import REPO_ROOT
 from tests.recipes.test_recipes import settings_for
-from tests.training.test_resume import train
+from tests.training.runs import train
 
 
 @pytest.fixture(scope="module")
