@@ -285,7 +285,9 @@ def _check_turns(turns: list[dict], places: list[str], prompt_length: int) -> No
         elif previous in (None, "system") and role != "user":
             problem = f"the conversation must start with a user turn (after an optional system turn), got '{role}'"
         elif role == previous and role != "tool":
-            problem = f"two '{role}' turns in a row (user and assistant turns alternate)"
+            problem = f"two '{role}' turns in a row (user and assistant turns alternate)" + (
+                "; responses that repeat the prompt must repeat all of its turns exactly"
+                if i == prompt_length else "")
         elif role == "tool" and previous not in ("assistant", "tool"):
             problem = "a tool turn must follow an assistant (or tool) turn"
         elif i == prompt_length and role != "assistant":
