@@ -8,7 +8,10 @@ The composed config is validated for this world size before any model or process
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
 (start the same command again to resume); 2 invalid config (model.reference=precomputed: also
 rows without reference sums, or sums precomputed with other settings; run.device=cuda without a
-GPU; data.packing=true under the Transformer Engine layer spec).
+GPU; data.packing=true under the Transformer Engine layer spec) or invalid data (a
+DataValidationError naming file, row and field: data.strict=true and a bad row, a file that cannot
+be read, no valid pair, more skipped rows than data.max_skipped_fraction, ...), printed as one
+line without a traceback (NEMO_REPO_DEBUG=1 shows it).
 """
 
 import sys
@@ -17,9 +20,11 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.data.validate import DataValidationError
 from nemo_repo.device import resolve
 from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
+from recipes.errors import invalid_input
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -29,9 +34,7 @@ def main(cfg: DictConfig) -> None:
         settings = validate(cfg, env.world_size, build_data=build_data_config)
         spec = check_machine(settings)     # run.device here, the layer spec it implies vs packing
     except ConfigError as error:
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(invalid_input(error, "config error", env.rank == 0))
     if env.rank == 0:
         device = resolve(settings.run.device).type
         print(f"[train] run.device={settings.run.device}: {device} "
@@ -41,9 +44,9 @@ def main(cfg: DictConfig) -> None:
     try:
         code = run_training(settings)
     except ConfigError as error:   # found once the data is read (e.g. precomputed sums missing)
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        code = 2
+        code = invalid_input(error, "config error", env.rank == 0)
+    except DataValidationError as error:
+        code = invalid_input(error, "data error", env.rank == 0)
     sys.exit(code)
 
 
