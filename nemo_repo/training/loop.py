@@ -73,6 +73,7 @@ class Trainer:
         self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                                    settings.parallel.global_batch_size,
                                    parallel_state.get_data_parallel_rank(), self.layout["dp"], annotators)
+        self.reliability.eta_for(torch.zeros(0, dtype=torch.long))   # size eta for every mode (issue 10)
         if self.data.vocab_size > settings.model.vocab_size:
             raise ValueError(f"the tokenizer has {self.data.vocab_size} tokens but model "
                              f"{settings.model.name} only {settings.model.vocab_size} (model.preset)")
