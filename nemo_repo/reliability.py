@@ -17,7 +17,9 @@ from torch import Tensor
 # w in [0, 1] is summed as round(w * 2**40) in int64: exact for up to 2**23 labels per annotator
 # per step, with a resolution (~1e-12) far below anything eta can resolve.
 _FIXED_POINT_SCALE = 2.0 ** 40
-UPDATES = ("ema", "epoch")
+UPDATES = ("ema", "epoch", "average")
+ESTIMATE_FROM = ("all", "holdout")
+_HOLDOUT_BUCKETS = 1 << 20
 
 
 class AnnotatorIndex:
@@ -63,6 +65,13 @@ class ReliabilityConfig:
     update: str = "ema"          # ema: every optimizer step (Eq. 7) | epoch: exact M-step per epoch (Eq. 6)
     prior_strength: float = 0.0  # Beta prior pseudo-counts toward eta0 (0 = off; beyond the paper)
     clamp: float = 1e-4          # eta is kept in [clamp, 1 - clamp]
+    # Which pairs' posteriors feed the M-step (the loss always uses every trained pair's w):
+    # all: every pair of the step (the paper) | holdout: only a fixed `holdout_fraction` of the
+    # training pairs, chosen by pair index, that the policy never trains on (their loss is
+    # dropped), so their Delta is an out-of-sample score at every epoch: the guard against the
+    # collapse of every eta toward 1 once the policy has fitted the flipped labels.
+    estimate_from: str = "all"
+    holdout_fraction: float = 0.1
 
     def __post_init__(self):
         if not 0.0 < self.eta0 < 1.0:
@@ -75,10 +84,27 @@ class ReliabilityConfig:
             raise ValueError(f"reliability.prior_strength must be >= 0, got {self.prior_strength}")
         if not 0.0 <= self.clamp < 0.5:
             raise ValueError(f"reliability.clamp must be in [0, 0.5), got {self.clamp}")
+        if self.estimate_from not in ESTIMATE_FROM:
+            raise ValueError(f"reliability.estimate_from must be one of {ESTIMATE_FROM}, "
+                             f"got {self.estimate_from!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"reliability.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
 class ReliabilityState:
-    """eta per annotator (float64 [K]) with its E/M bookkeeping and checkpoint form."""
+    """eta per annotator (float64 [K]) with its E/M bookkeeping and checkpoint form.
+
+    M-step variants (`config.update`):
+      ema      eta_k <- (1 - alpha) eta_k + alpha * mean w over the step's labels of k (Eq. 7);
+               the prior's pseudo-counts (prior_strength) enter every step's mean.
+      epoch    eta_k <- sum w / N_k over the epoch, at its end (Eq. 6).
+      average  a running form of Eq. 6: after every step eta_k is the mean w of k's labels over
+               the previous and the current epoch, with the Beta prior applied once to those
+               accumulated counts, (sum w + c * eta0) / (N_k + c): a per-annotator step size
+               1 / (N_k + c) that shrinks with k's label count, so sparse annotators converge
+               instead of resting on a fixed alpha and their last few labels; posteriors older
+               than one epoch (of an earlier, worse model) drop out.
+    """
 
     def __init__(self, config: ReliabilityConfig, index: AnnotatorIndex):
         self.config = config
@@ -86,6 +112,7 @@ class ReliabilityState:
         self.eta = torch.empty(0, dtype=torch.float64)
         self._step_sums = torch.empty(2, 0, dtype=torch.int64)    # rows: fixed-point sum of w, count
         self._epoch_sums = torch.empty(2, 0, dtype=torch.int64)
+        self._previous_epoch_sums = torch.empty(2, 0, dtype=torch.int64)   # update == "average"
         self.labels_seen = torch.empty(2, 0, dtype=torch.int64)    # whole run: sum w, count (for reports)
         self._grow()
 
@@ -97,6 +124,7 @@ class ReliabilityState:
             zeros = torch.zeros(2, missing, dtype=torch.int64)
             self._step_sums = torch.cat([self._step_sums, zeros], dim=1)
             self._epoch_sums = torch.cat([self._epoch_sums, zeros], dim=1)
+            self._previous_epoch_sums = torch.cat([self._previous_epoch_sums, zeros], dim=1)
             self.labels_seen = torch.cat([self.labels_seen, zeros], dim=1)
 
     def eta_for(self, annotator_index: Tensor) -> Tensor:
@@ -104,18 +132,36 @@ class ReliabilityState:
         self._grow()
         return self.eta[annotator_index.cpu()].float()
 
-    def accumulate(self, annotator_index: Tensor, w: Tensor) -> None:
-        """Add one micro-batch's posteriors to this step's sums (local; eta does not change)."""
+    def held_out(self, pair_index: Tensor) -> Tensor:
+        """bool [B]: training pairs held out of the loss to score the M-step (estimate_from ==
+        "holdout"); all False otherwise. A fixed hash of the pair's index in the training split,
+        so the same pairs on every rank, epoch and resume."""
+        pair_index = pair_index.cpu().long()
+        if self.config.estimate_from != "holdout":
+            return torch.zeros(pair_index.shape, dtype=torch.bool)
+        mixed = (pair_index * 2654435761 + 97) % (1 << 32)      # Knuth multiplicative hash
+        bucket = (mixed * _HOLDOUT_BUCKETS) >> 32
+        return bucket < round(self.config.holdout_fraction * _HOLDOUT_BUCKETS)
+
+    def accumulate(self, annotator_index: Tensor, w: Tensor, pair_index: Tensor | None = None) -> None:
+        """Add one micro-batch's posteriors to this step's sums (local; eta does not change).
+        With estimate_from == "holdout", only the held-out pairs (by `pair_index`) count."""
         self._grow()
         w = w.detach().cpu().to(torch.float64)
         if not torch.all((w >= 0) & (w <= 1)):
             raise ValueError("posterior weights w must lie in [0, 1]")
         index = annotator_index.cpu().long()
+        if self.config.estimate_from == "holdout":
+            if pair_index is None:
+                raise ValueError("reliability.estimate_from=holdout needs the pairs' pair_index")
+            keep = self.held_out(pair_index)
+            w, index = w[keep], index[keep]
         self._step_sums[0].index_add_(0, index, torch.round(w * _FIXED_POINT_SCALE).long())
         self._step_sums[1].index_add_(0, index, torch.ones_like(index))
 
     def _map_target(self, sums: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean w with the optional Beta prior toward eta0, mask of annotators with labels)."""
+        """(mean w with the Beta prior toward eta0 applied once to `sums`, mask of annotators
+        with labels)."""
         total_w = sums[0].to(torch.float64) / _FIXED_POINT_SCALE
         count = sums[1].to(torch.float64)
         prior = self.config.prior_strength
@@ -140,15 +186,21 @@ class ReliabilityState:
             alpha = self.config.alpha
             self.eta = torch.where(labelled, (1.0 - alpha) * self.eta + alpha * target, self.eta)
             self._clamp()
+        elif self.config.update == "average":
+            target, labelled = self._map_target(self._previous_epoch_sums + self._epoch_sums)
+            self.eta = torch.where(labelled, target, self.eta)
+            self._clamp()
 
     def end_epoch(self) -> None:
         """End of an epoch: for update == "epoch", the exact M-step eta_k = sum w / N_k (Eq. 6),
-        with the Beta prior's pseudo-counts when prior_strength > 0. The sums were already
-        reduced over data-parallel ranks by `step`."""
+        with the Beta prior's pseudo-counts when prior_strength > 0 (update == "average" has
+        reached the same value step by step). The sums were already reduced over data-parallel
+        ranks by `step`."""
         if self.config.update == "epoch":
             target, labelled = self._map_target(self._epoch_sums)
             self.eta = torch.where(labelled, target, self.eta)
             self._clamp()
+        self._previous_epoch_sums = self._epoch_sums.clone()
         self._epoch_sums.zero_()
 
     def mean_w(self) -> Tensor:
@@ -158,7 +210,8 @@ class ReliabilityState:
 
     def state_dict(self) -> dict:
         return {"index": self.index.state_dict(), "eta": self.eta.clone(),
-                "epoch_sums": self._epoch_sums.clone(), "labels_seen": self.labels_seen.clone()}
+                "epoch_sums": self._epoch_sums.clone(), "labels_seen": self.labels_seen.clone(),
+                "previous_epoch_sums": self._previous_epoch_sums.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore eta and the index; annotators only the current data knows keep eta0."""
@@ -167,8 +220,11 @@ class ReliabilityState:
         self.eta = torch.empty(0, dtype=torch.float64)
         self._step_sums = torch.empty(2, 0, dtype=torch.int64)
         self._epoch_sums = torch.empty(2, 0, dtype=torch.int64)
+        self._previous_epoch_sums = torch.empty(2, 0, dtype=torch.int64)
         self.labels_seen = torch.empty(2, 0, dtype=torch.int64)
         self._grow()
         self.eta[:saved] = state["eta"].to(torch.float64)
         self._epoch_sums[:, :saved] = state["epoch_sums"]
         self.labels_seen[:, :saved] = state["labels_seen"]
+        if "previous_epoch_sums" in state:   # absent in checkpoints written before update=average
+            self._previous_epoch_sums[:, :saved] = state["previous_epoch_sums"]
