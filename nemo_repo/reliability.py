@@ -7,6 +7,7 @@ the batch was split across micro-batches and ranks: every rank ends with the sam
 as one process that saw the whole batch.
 """
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -72,6 +73,14 @@ class ReliabilityConfig:
     # collapse of every eta toward 1 once the policy has fitted the flipped labels.
     estimate_from: str = "all"
     holdout_fraction: float = 0.1
+    # calibrate: the E-step scores with sigma(s * Delta), s fitted after every step by maximum
+    # likelihood of the observed labels, eta * sigma(s Delta) + (1 - eta) * sigma(-s Delta), over
+    # the last `calibration_window` steps' scored pairs.
+    # sigma(Delta) is the model's preference probability, not a calibrated one: an under-confident
+    # |Delta| biases every eta toward 0 or 1 and locks the most reliable annotator at 1.
+    calibrate: bool = False
+    calibration_window: int = 20
+    scale_bounds: tuple[float, float] = (0.1, 50.0)
 
     def __post_init__(self):
         if not 0.0 < self.eta0 < 1.0:
@@ -87,6 +96,10 @@ class ReliabilityConfig:
         if self.estimate_from not in ESTIMATE_FROM:
             raise ValueError(f"reliability.estimate_from must be one of {ESTIMATE_FROM}, "
                              f"got {self.estimate_from!r}")
+        object.__setattr__(self, "scale_bounds", tuple(float(b) for b in self.scale_bounds))
+        if self.calibration_window < 1 or not 0.0 < self.scale_bounds[0] <= 1.0 <= self.scale_bounds[1]:
+            raise ValueError(f"reliability.calibration_window must be >= 1 and scale_bounds (lo, hi) "
+                             f"with 0 < lo <= 1 <= hi, got {self.calibration_window}, {self.scale_bounds}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"reliability.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
@@ -114,6 +127,9 @@ class ReliabilityState:
         self._epoch_sums = torch.empty(2, 0, dtype=torch.int64)
         self._previous_epoch_sums = torch.empty(2, 0, dtype=torch.int64)   # update == "average"
         self.labels_seen = torch.empty(2, 0, dtype=torch.int64)    # whole run: sum w, count (for reports)
+        self.scale = 1.0                                   # E-step calibration (calibrate=True)
+        self._scored: list[Tensor] = []                    # this step's local [2, n] (delta, w)
+        self._calibration: list[Tensor] = []               # last window's global (delta, w) per step
         self._grow()
 
     def _grow(self) -> None:
@@ -143,9 +159,11 @@ class ReliabilityState:
         bucket = (mixed * _HOLDOUT_BUCKETS) >> 32
         return bucket < round(self.config.holdout_fraction * _HOLDOUT_BUCKETS)
 
-    def accumulate(self, annotator_index: Tensor, w: Tensor, pair_index: Tensor | None = None) -> None:
+    def accumulate(self, annotator_index: Tensor, w: Tensor, pair_index: Tensor | None = None,
+                   delta: Tensor | None = None) -> None:
         """Add one micro-batch's posteriors to this step's sums (local; eta does not change).
-        With estimate_from == "holdout", only the held-out pairs (by `pair_index`) count."""
+        With estimate_from == "holdout", only the held-out pairs (by `pair_index`) count;
+        calibrate needs the pairs' `delta`."""
         self._grow()
         w = w.detach().cpu().to(torch.float64)
         if not torch.all((w >= 0) & (w <= 1)):
@@ -156,6 +174,11 @@ class ReliabilityState:
                 raise ValueError("reliability.estimate_from=holdout needs the pairs' pair_index")
             keep = self.held_out(pair_index)
             w, index = w[keep], index[keep]
+            delta = None if delta is None else delta[keep]
+        if self.config.calibrate:
+            if delta is None:
+                raise ValueError("reliability.calibrate needs the pairs' delta")
+            self._scored.append(torch.stack([delta.detach().cpu().to(torch.float64), index.to(torch.float64)]))
         self._step_sums[0].index_add_(0, index, torch.round(w * _FIXED_POINT_SCALE).long())
         self._step_sums[1].index_add_(0, index, torch.ones_like(index))
 
@@ -179,6 +202,8 @@ class ReliabilityState:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums, group=group)
         self._step_sums.zero_()
+        if self.config.calibrate:
+            self._fit_scale(group)
         self._epoch_sums += sums
         self.labels_seen += sums
         if self.config.update == "ema":
@@ -190,6 +215,45 @@ class ReliabilityState:
             target, labelled = self._map_target(self._previous_epoch_sums + self._epoch_sums)
             self.eta = torch.where(labelled, target, self.eta)
             self._clamp()
+
+    def _fit_scale(self, group) -> None:
+        """M-step for the calibration s (given eta): maximise the observed-data log-likelihood
+        sum_i log(eta_k(i) sigma(s d_i) + (1 - eta_k(i)) sigma(-s d_i)) over the window's scored
+        pairs, gathered from every data-parallel rank so that every rank fits the same s; a
+        golden-section search over log s within scale_bounds. (Not an M-step on the E-step's w:
+        EM moves s by only a few per cent per round, since w was computed with the old s.)"""
+        local = torch.cat(self._scored, dim=1) if self._scored else torch.empty(2, 0, dtype=torch.float64)
+        self._scored = []
+        if dist.is_available() and dist.is_initialized():
+            parts = [None] * dist.get_world_size(group)
+            dist.all_gather_object(parts, local, group=group)
+            local = torch.cat(parts, dim=1)
+        self._calibration = [*self._calibration, local][-self.config.calibration_window:]
+        delta, annotator = torch.cat(self._calibration, dim=1)
+        if delta.numel() == 0:
+            return
+        logit_eta = torch.logit(self.eta[annotator.long()])
+        log_sigmoid = torch.nn.functional.logsigmoid
+
+        def log_likelihood(log_scale: float) -> float:
+            margin = math.exp(log_scale) * delta
+            return float(torch.logaddexp(log_sigmoid(logit_eta) + log_sigmoid(margin),
+                                         log_sigmoid(-logit_eta) + log_sigmoid(-margin)).sum())
+
+        low, high = (math.log(b) for b in self.config.scale_bounds)
+        ratio = (math.sqrt(5.0) - 1.0) / 2.0
+        a, b = low + (1 - ratio) * (high - low), low + ratio * (high - low)
+        fa, fb = log_likelihood(a), log_likelihood(b)
+        for _ in range(40):
+            if fa >= fb:
+                high, b, fb = b, a, fa
+                a = low + (1 - ratio) * (high - low)
+                fa = log_likelihood(a)
+            else:
+                low, a, fa = a, b, fb
+                b = low + ratio * (high - low)
+                fb = log_likelihood(b)
+        self.scale = math.exp((low + high) / 2.0)
 
     def end_epoch(self) -> None:
         """End of an epoch: for update == "epoch", the exact M-step eta_k = sum w / N_k (Eq. 6),
@@ -211,7 +275,8 @@ class ReliabilityState:
     def state_dict(self) -> dict:
         return {"index": self.index.state_dict(), "eta": self.eta.clone(),
                 "epoch_sums": self._epoch_sums.clone(), "labels_seen": self.labels_seen.clone(),
-                "previous_epoch_sums": self._previous_epoch_sums.clone()}
+                "previous_epoch_sums": self._previous_epoch_sums.clone(), "scale": self.scale,
+                "calibration": [part.clone() for part in self._calibration]}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore eta and the index; annotators only the current data knows keep eta0."""
@@ -228,3 +293,5 @@ class ReliabilityState:
         self.labels_seen[:, :saved] = state["labels_seen"]
         if "previous_epoch_sums" in state:   # absent in checkpoints written before update=average
             self._previous_epoch_sums[:, :saved] = state["previous_epoch_sums"]
+        self.scale = float(state.get("scale", 1.0))   # and before calibrate
+        self._calibration = [part.clone() for part in state.get("calibration", [])]

@@ -109,7 +109,7 @@ class PreferenceAligner:
             chosen_tokens=logps["chosen_tokens"], rejected_tokens=logps["rejected_tokens"],
             reference_chosen=ref_chosen, reference_rejected=ref_rejected)
         eta = self._state["eta"][index]
-        out = preference_loss(sequence_logps, self.objective, self.robust, eta)
+        out = preference_loss(sequence_logps, self.objective, self.robust, eta, self._state["scale"])
         trained = self._state["trained"][index]
         loss = out.loss if trained is None else out.loss * trained.to(out.loss)
         self._state["records"][index] = _MicroBatchRecord(
@@ -148,8 +148,9 @@ class PreferenceAligner:
             scheduler.step(increment=1)
         per_pair = self._pipeline_broadcast(micro_batches)
         if self.robust.mode == "re":
-            for batch, w in zip(micro_batches, per_pair["w"]):
-                self.reliability.accumulate(batch.annotator_index.cpu(), w.double(), batch.pair_index.cpu())
+            for batch, w, delta in zip(micro_batches, per_pair["w"], per_pair["delta"]):
+                self.reliability.accumulate(batch.annotator_index.cpu(), w.double(), batch.pair_index.cpu(),
+                                            delta)
             self.reliability.step(parallel_state.get_data_parallel_group())
         metrics = self._reduce_metrics(per_pair["sums"])
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
@@ -209,8 +210,10 @@ class PreferenceAligner:
             if training and self.reliability.config.estimate_from == "holdout":
                 trained = [(~self.reliability.held_out(b.pair_index)).to(self._device())
                            for b in micro_batches]
-        self._state = {"eta": eta, "trained": trained, "records": [None] * len(micro_batches),
-                       "reference": [None] * len(micro_batches), "loss_scale": 1.0}
+        scale = self.reliability.scale if self.robust.mode == "re" else 1.0
+        self._state = {"eta": eta, "trained": trained, "scale": scale,
+                       "records": [None] * len(micro_batches), "reference": [None] * len(micro_batches),
+                       "loss_scale": 1.0}
         if self.reference_mode == "precomputed":
             for i, batch in enumerate(micro_batches):
                 if batch.reference_chosen is None or batch.reference_rejected is None:
@@ -289,7 +292,7 @@ class PreferenceAligner:
             eta = self.reliability.eta
             metrics.update(w_mean=values["w"] / pairs, w_frac_below_half=values["w_below_half"] / pairs,
                            eta_mean=float(eta.mean()), eta_min=float(eta.min()),
-                           eta_max=float(eta.max()))
+                           eta_max=float(eta.max()), e_step_scale=self.reliability.scale)
         return metrics
 
     @staticmethod

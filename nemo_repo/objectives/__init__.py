@@ -29,9 +29,10 @@ class PreferenceLossOutput:
 
 
 def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust: RobustConfig,
-                    eta: Tensor | None = None) -> PreferenceLossOutput:
+                    eta: Tensor | None = None, scale: float = 1.0) -> PreferenceLossOutput:
     """Per-pair loss and diagnostics. `eta` ([B], the reliability of each pair's annotator) is
-    required when robust.mode == "re" and ignored otherwise."""
+    required when robust.mode == "re" and ignored otherwise; `scale` is the E-step's calibration
+    of Delta (posterior_weight)."""
     like = logps.policy_chosen
     logps = SequenceLogProbs(
         logps.policy_chosen, logps.policy_rejected,
@@ -42,7 +43,7 @@ def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust:
     if robust.mode == "re":
         if eta is None:
             raise ValueError("robust.mode 're' needs eta (the reliability of each pair's annotator)")
-        w = posterior_weight(terms.delta, as_float(eta, like))
+        w = posterior_weight(terms.delta, as_float(eta, like), scale)
     chosen, rejected = terms.chosen_reward.detach(), terms.rejected_reward.detach()
     margin = chosen - rejected
     return PreferenceLossOutput(
