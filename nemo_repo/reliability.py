@@ -81,6 +81,11 @@ class ReliabilityConfig:
     calibrate: bool = False
     calibration_window: int = 20
     scale_bounds: tuple[float, float] = (0.1, 50.0)
+    # final_refit: the reported eta (reliability.json, pair_weights.jsonl) comes from EM iterated
+    # to convergence on the final pass over the training pairs (the trained model's Delta of every
+    # pair, or of the held-out pairs only; calibrated when calibrate=true): the exact M-step of one
+    # fixed snapshot, free of the running update's lag behind a model that kept improving.
+    final_refit: bool = False
 
     def __post_init__(self):
         if not 0.0 < self.eta0 < 1.0:
@@ -230,9 +235,13 @@ class ReliabilityState:
             local = torch.cat(parts, dim=1)
         self._calibration = [*self._calibration, local][-self.config.calibration_window:]
         delta, annotator = torch.cat(self._calibration, dim=1)
-        if delta.numel() == 0:
-            return
-        logit_eta = torch.logit(self.eta[annotator.long()])
+        if delta.numel():
+            self.scale = self._likelihood_scale(delta, annotator.long(), self.eta)
+
+    def _likelihood_scale(self, delta: Tensor, annotator: Tensor, eta: Tensor) -> float:
+        """argmax over s in scale_bounds of sum_i log(eta_k sigma(s d_i) + (1 - eta_k) sigma(-s d_i)),
+        by golden-section search over log s (the function is smooth and, in practice, unimodal)."""
+        logit_eta = torch.logit(eta[annotator])
         log_sigmoid = torch.nn.functional.logsigmoid
 
         def log_likelihood(log_scale: float) -> float:
@@ -253,7 +262,34 @@ class ReliabilityState:
                 low, a, fa = a, b, fb
                 b = low + ratio * (high - low)
                 fb = log_likelihood(b)
-        self.scale = math.exp((low + high) / 2.0)
+        return math.exp((low + high) / 2.0)
+
+    def refit(self, annotator_index: Tensor, delta: Tensor, pair_index: Tensor,
+              max_iterations: int = 500, tolerance: float = 1e-9) -> None:
+        """EM to convergence on one snapshot's Delta of the training pairs (final_refit): E-step
+        w = sigma(s Delta + logit eta), exact M-step with the prior applied once, and s by maximum
+        likelihood when calibrate; only the held-out pairs when estimate_from == "holdout".
+        Local (call it where the whole pass is gathered); replaces eta and s."""
+        self._grow()
+        index, delta = annotator_index.cpu().long(), delta.detach().cpu().to(torch.float64)
+        if self.config.estimate_from == "holdout":
+            keep = self.held_out(pair_index)
+            index, delta = index[keep], delta[keep]
+        count = torch.zeros(len(self.index), dtype=torch.float64).index_add_(
+            0, index, torch.ones_like(delta))
+        prior = self.config.prior_strength
+        for _ in range(max_iterations):
+            w = torch.sigmoid(self.scale * delta + torch.logit(self.eta[index]))
+            total = torch.zeros_like(count).index_add_(0, index, w)
+            target = (total + prior * self.config.eta0) / (count + prior).clamp_min(1e-300)
+            eta = torch.where(count > 0, target, self.eta).clamp(self.config.clamp, 1.0 - self.config.clamp)
+            change = float((eta - self.eta).abs().max())
+            self.eta = eta
+            if self.config.calibrate and delta.numel():
+                scale = self._likelihood_scale(delta, index, self.eta)
+                change, self.scale = max(change, abs(scale - self.scale) / self.scale), scale
+            if change < tolerance:
+                break
 
     def end_epoch(self) -> None:
         """End of an epoch: for update == "epoch", the exact M-step eta_k = sum w / N_k (Eq. 6),

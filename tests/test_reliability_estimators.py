@@ -177,3 +177,33 @@ def test_calibration_scale_is_the_maximum_likelihood_of_the_observed_labels_and_
         state.accumulate(torch.tensor([0]), torch.tensor([0.5]))
     with pytest.raises(ValueError, match="scale_bounds"):
         ReliabilityConfig(calibrate=True, scale_bounds=(2.0, 5.0))
+
+
+def test_final_refit_converges_to_the_exact_em_fixed_point_on_one_snapshot():
+    """refit = the E-step and exact M-step iterated on one pass; with calibrate it lands on the
+    realised eta from under-confident scores (same data as above), and holdout uses only the
+    held-out pairs."""
+    g = torch.Generator().manual_seed(2)
+    etas = torch.tensor([0.95, 0.80, 0.60, 0.30], dtype=torch.float64)
+    n = 8000
+    index = torch.randint(0, 4, (n,), generator=g)
+    correct = torch.rand(n, generator=g, dtype=torch.float64) < etas[index]
+    agrees = torch.rand(n, generator=g, dtype=torch.float64) < 0.99
+    sign = torch.where(agrees == correct, 1.0, -1.0).to(torch.float64)
+    delta = sign * (3.0 + 0.5 * torch.randn(n, generator=g, dtype=torch.float64))
+    realised = torch.stack([correct[index == k].double().mean() for k in range(4)])
+    plain = ReliabilityState(ReliabilityConfig(final_refit=True), AnnotatorIndex(list("abcd")))
+    plain.refit(index, delta, torch.arange(n))
+    w = posterior_weight(delta, plain.eta[index])
+    fixed_point = torch.stack([w[index == k].mean() for k in range(4)])
+    assert torch.allclose(plain.eta, fixed_point, atol=1e-7)          # eta = mean w at its own eta
+    assert plain.eta[0] > realised[0] + 0.02                           # the uncalibrated bias
+    calibrated = ReliabilityState(ReliabilityConfig(final_refit=True, calibrate=True),
+                                  AnnotatorIndex(list("abcd")))
+    calibrated.refit(index, delta, torch.arange(n))
+    assert torch.allclose(calibrated.eta, realised, atol=0.02) and calibrated.scale > 1.5
+    holdout = ReliabilityState(ReliabilityConfig(estimate_from="holdout", holdout_fraction=0.5),
+                               AnnotatorIndex(list("abcd")))
+    lying = torch.where(holdout.held_out(torch.arange(n)), delta, torch.full((n,), 30.0))
+    holdout.refit(index, lying, torch.arange(n))                        # trained pairs ignored
+    assert holdout.eta[0] < 0.995 and holdout.eta[3] < 0.5

@@ -129,11 +129,21 @@ class Trainer:
 
     def write_outputs(self, eval_metrics: dict) -> None:
         metrics, per_pair = self.aligner.evaluate(self.data.eval_batches("train", None))
+        if per_pair is not None and self.settings.robust.mode == "re" and self.reliability.config.final_refit:
+            self._refit_final(per_pair)
         if _is_logging_rank():
             outputs.write_run_outputs(
                 self.run_dir, outputs.merge_pairs(per_pair), self.data.pair_ids("train"),
                 self.data.annotators.ids(), self.reliability.eta, {"step": self.step, **eval_metrics})
             plots.write_plots(self.run_dir)
+
+    def _refit_final(self, per_pair: dict) -> None:
+        """reliability.final_refit: converged EM on the final pass; w re-scored with its eta."""
+        from nemo_repo.objectives import posterior_weight
+
+        self.reliability.refit(per_pair["annotator_index"], per_pair["delta"], per_pair["pair_index"])
+        eta = self.reliability.eta_for(per_pair["annotator_index"]).to(torch.float64)
+        per_pair["w"] = posterior_weight(per_pair["delta"].to(torch.float64), eta, self.reliability.scale)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
