@@ -98,12 +98,12 @@ def summarise_run(run_dir: Path, truth: dict) -> dict:
     return row
 
 
-def _fmt(values: list[float], digits: int = 3) -> str:
+def _fmt(values: list[float], digits: int = 3, spread: bool = True) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
+    if len(values) == 1 or not spread:
+        return f"{statistics.mean(values):.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
@@ -128,10 +128,10 @@ def markdown(rows: list[dict], methods: list[str], noises: list[str], annotators
                 cell = [r for r in re_rows if r["method"] == method and r["noise"] == noise]
                 if not cell:
                     continue
-                errs = [_fmt([r[f"eta_err/{a}"] for r in cell], 3) for a in annotators]
-                pr = [f"{_fmt([r[f'precision/{a}'] for r in cell], 2)} / "
-                      f"{_fmt([r[f'recall/{a}'] for r in cell], 2)}" for a in annotators]
-                lines.append(f"| {method} | {noise} | {_fmt([r['max_eta_err'] for r in cell])} | "
+                errs = [_fmt([r[f"eta_err/{a}"] for r in cell], 3, False) for a in annotators]
+                pr = [f"{_fmt([r[f'precision/{a}'] for r in cell], 2, False)} / "
+                      f"{_fmt([r[f'recall/{a}'] for r in cell], 2, False)}" for a in annotators]
+                lines.append(f"| {method} | {noise} | {_fmt([r['max_eta_err'] for r in cell], 3, False)} | "
                              + " | ".join(errs) + " | " + " | ".join(pr) + " |")
     return "\n".join(lines) + "\n"
 
