@@ -1,9 +1,9 @@
 """Experiment runner: methods x noise levels x seeds on the held-out-prompt benchmark.
 
-    python -m recipes.sweep [--grid conf/sweep/default.yaml] [--out runs/sweep]
+    python -m recipes.sweep [--grid conf/sweep/default.yaml] [--out runs/sweep] [--jobs 2]
                             [--methods dpo,re_dpo] [--noise 0.3] [--seeds 1,2] [extra overrides ...]
 
-Each grid cell is one `python -m recipes.train` process (OMP_NUM_THREADS=1) in
+Each grid cell is one `python -m recipes.train` process (OMP_NUM_THREADS=1; --jobs at once) in
 <out>/<noise>/<method>/seed<seed>; a cell whose eval.json exists is not run again, so an
 interrupted sweep continues where it stopped. Writes to <out>:
   results.csv        one row per run: held-out accuracy, per-annotator eta_hat and |eta_hat - eta*|,
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -191,6 +192,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--methods", help="comma-separated subset of the grid's methods")
     parser.add_argument("--noise", help="comma-separated subset of the grid's noise levels")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the grid's)")
+    parser.add_argument("--jobs", type=int, default=2, help="cells trained at once (one process each)")
     args, extra = parser.parse_known_args(argv)
     grid = yaml.safe_load(Path(args.grid).read_text())
     methods = args.methods.split(",") if args.methods else list(grid["methods"])
@@ -202,20 +204,24 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     proportions = _proportions(grid)
+    cells = [(noise, method, seed) for noise in noises for method in methods for seed in seeds]
     rows, truths, start = [], {}, time.time()
-    for noise in noises:
-        for method in methods:
-            for seed in seeds:
-                run_dir = out / noise / method / f"seed{seed}"
-                spent = run_cell(run_dir, cell_overrides(grid, method, noise, seed, extra, proportions))
-                truths.setdefault(noise, truth_of(run_dir))
-                row = {"method": method, "noise": noise, "seed": seed, "run_dir": str(run_dir),
-                       **summarise_run(run_dir, truths[noise])}
-                rows.append(row)
-                print(f"[{time.time() - start:6.0f} s] noise {noise} {method:<16} seed {seed}: "
-                      f"accuracy {row['accuracy']:.3f}"
-                      + (f"  max|eta err| {row['max_eta_err']:.3f}" if row["max_eta_err"] is not None else "")
-                      + (f"  ({spent:.0f} s)" if spent else "  (cached)"), flush=True)
+
+    def run(cell):
+        noise, method, seed = cell
+        run_dir = out / noise / method / f"seed{seed}"
+        return run_dir, run_cell(run_dir, cell_overrides(grid, method, noise, seed, extra, proportions))
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:   # each cell is its own process
+        for (noise, method, seed), (run_dir, spent) in zip(cells, pool.map(run, cells)):
+            truths.setdefault(noise, truth_of(run_dir))
+            row = {"method": method, "noise": noise, "seed": seed, "run_dir": str(run_dir),
+                   **summarise_run(run_dir, truths[noise])}
+            rows.append(row)
+            print(f"[{time.time() - start:6.0f} s] noise {noise} {method:<18} seed {seed}: "
+                  f"accuracy {row['accuracy']:.3f}"
+                  + (f"  max|eta err| {row['max_eta_err']:.3f}" if row["max_eta_err"] is not None else "")
+                  + (f"  ({spent:.0f} s)" if spent else "  (cached)"), flush=True)
     annotators = list(next(iter(truths.values()))["annotators"])
     columns = sorted({key for row in rows for key in row}, key=lambda k: (k not in (
         "method", "noise", "seed", "accuracy", "max_eta_err"), k))
