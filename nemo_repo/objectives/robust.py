@@ -44,7 +44,9 @@ def posterior_weight(delta: Tensor, eta: Tensor, scale: float = 1.0) -> Tensor:
     sigma(Delta) (reliability.calibrate; 1 = the paper).
 
     eta = 0 or 1 give logit = -inf / +inf and w = 0 / 1 exactly (sigma saturates, no NaN)."""
-    logits = scale * delta.detach().to(torch.float64) + torch.logit(eta.detach().to(torch.float64))
+    if scale != 1.0:
+        delta = delta * scale
+    logits = delta.detach().to(torch.float64) + torch.logit(eta.detach().to(torch.float64))
     return torch.sigmoid(logits).to(delta.dtype)
 
 
