@@ -56,7 +56,7 @@ class AnnotatorIndex:
 class ReliabilityConfig:
     eta0: float = 0.9            # initial reliability of every annotator
     alpha: float = 0.1           # EMA rate of the mini-batch M-step (Eq. 7)
-    update: str = "ema"          # ema: every optimizer step (Eq. 7) | epoch: exact M-step per epoch (Eq. 6)
+    update: str = "ema"          # ema: every step (Eq. 7) | epoch: exact M-step per epoch (Eq. 6) | average
     prior_strength: float = 0.0  # Beta prior pseudo-counts toward eta0 (0 = off; beyond the paper)
     clamp: float = 1e-4          # eta is kept in [clamp, 1 - clamp]
     # Which pairs' posteriors feed the M-step (the loss always uses every trained pair's w):
@@ -80,7 +80,6 @@ class ReliabilityConfig:
     # fixed snapshot, free of the running update's lag behind a model that kept improving.
     final_refit: bool = False
 
-
     def __post_init__(self):
         if not 0.0 < self.eta0 < 1.0:
             raise ValueError(f"reliability.eta0 must be in (0, 1), got {self.eta0}")
@@ -101,7 +100,6 @@ class ReliabilityConfig:
                              f"with 0 < lo <= 1 <= hi, got {self.calibration_window}, {self.scale_bounds}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"reliability.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-
 
 
 class ReliabilityState:
