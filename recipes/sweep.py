@@ -1,7 +1,8 @@
 """Experiment runner: methods x noise levels x seeds on the held-out-prompt benchmark.
 
     python -m recipes.sweep [--grid conf/sweep/default.yaml] [--out runs/sweep] [--jobs 2]
-                            [--methods dpo,re_dpo] [--noise 0.3] [--seeds 1,2] [extra overrides ...]
+                            [--methods dpo,re_dpo] [--noise 0.3] [--seeds 1,2] [--report-only]
+                            [extra overrides ...]
 
 Each grid cell is one `python -m recipes.train` process (OMP_NUM_THREADS=1; --jobs at once) in
 <out>/<noise>/<method>/seed<seed>; a cell whose eval.json exists is not run again, so an
@@ -193,6 +194,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--noise", help="comma-separated subset of the grid's noise levels")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the grid's)")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained at once (one process each)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: tables and plots "
+                        "from the cells that have finished")
     args, extra = parser.parse_known_args(argv)
     grid = yaml.safe_load(Path(args.grid).read_text())
     methods = args.methods.split(",") if args.methods else list(grid["methods"])
@@ -206,6 +209,9 @@ def main(argv: list[str]) -> None:
     proportions = _proportions(grid)
     cells = [(noise, method, seed) for noise in noises for method in methods for seed in seeds]
     rows, truths, start = [], {}, time.time()
+
+    if args.report_only:   # tables and plots from the cells already trained
+        cells = [c for c in cells if (out / c[0] / c[1] / f"seed{c[2]}" / "eval.json").is_file()]
 
     def run(cell):
         noise, method, seed = cell
