@@ -7,7 +7,10 @@
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
 (start the same command again to resume); 2 invalid config (model.reference=precomputed: also
-rows without reference sums, or sums precomputed with other settings).
+rows without reference sums, or sums precomputed with other settings) or invalid data (a
+DataValidationError naming file, row and field: data.strict=true and a bad row, a file that cannot
+be read, no valid pair, more skipped rows than data.max_skipped_fraction, ...), printed as one
+line without a traceback (NEMO_REPO_DEBUG=1 shows it).
 """
 
 import sys
@@ -16,8 +19,10 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.data.validate import DataValidationError
 from nemo_repo.training.config import ConfigError, validate
 from nemo_repo.training.distenv import distributed_env
+from recipes.errors import invalid_input
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -26,17 +31,15 @@ def main(cfg: DictConfig) -> None:
     try:
         settings = validate(cfg, env.world_size, build_data=build_data_config)
     except ConfigError as error:
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(invalid_input(error, "config error", env.rank == 0))
     from nemo_repo.training.loop import run_training   # heavy imports only after validation
 
     try:
         code = run_training(settings)
     except ConfigError as error:   # found once the data is read (e.g. precomputed sums missing)
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        code = 2
+        code = invalid_input(error, "config error", env.rank == 0)
+    except DataValidationError as error:
+        code = invalid_input(error, "data error", env.rank == 0)
     sys.exit(code)
 
 

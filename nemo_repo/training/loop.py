@@ -63,7 +63,8 @@ class Trainer:
 
         self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                                    settings.parallel.global_batch_size,
-                                   parallel_state.get_data_parallel_rank(), self.layout["dp"])
+                                   parallel_state.get_data_parallel_rank(), self.layout["dp"],
+                                   reference=settings.reference == "precomputed")
         if self.data.vocab_size > settings.model.vocab_size:
             raise ConfigError(f"the tokenizer ({settings.data.tokenizer}) has {self.data.vocab_size} "
                               f"tokens but model {settings.model.name} only {settings.model.vocab_size}: "
@@ -161,6 +162,7 @@ class Trainer:
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(settings.resolved, sort_keys=False))
+            self.data.report.log_to(self.run_dir)   # printed, and run_dir/data_report.json
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
                                tensorboard=log_cfg.tensorboard, progress=log_cfg.progress,
                                log_interval=log_cfg.log_interval)
