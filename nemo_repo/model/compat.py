@@ -1,7 +1,7 @@
 """Run megatron-core 0.16.1 on the CPU (gloo), for tests, CI and laptops; removable, and scoped.
 
-megatron-core assumes CUDA in a handful of places (measured one patch at a time, see
-/work/shared/notes/megatron-on-cpu.md). Each patch below is named, changes behaviour ONLY for
+megatron-core assumes CUDA in a handful of places (measured one patch at a time; the canary,
+tests/model/test_compat.py, re-measures them on every test run). Each patch below is named, changes behaviour ONLY for
 calls made from megatron's own modules (the caller's module name starts with "megatron."; every
 other caller, this package and its tests included, gets the original torch function), and is
 undone by `remove_cpu_compat()`. model.parallel.initialize_parallel applies them when the run's
