@@ -7,7 +7,9 @@
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
 (start the same command again to resume); 2 invalid config (model.reference=precomputed: also
-rows without reference sums, or sums precomputed with other settings).
+rows without reference sums, or sums precomputed with other settings); 1 any other failure
+(e.g. complete checkpoints exist but none loads). Under torchrun use `python -m recipes.torchrun`
+(same arguments) for these codes to reach the caller: plain torchrun exits 1.
 """
 
 import sys
@@ -29,7 +31,8 @@ def main(cfg: DictConfig) -> None:
         if env.rank == 0:
             print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    from nemo_repo.training.loop import run_training   # heavy imports only after validation
+    from nemo_repo.training.checkpoint import CheckpointError   # heavy imports only after validation
+    from nemo_repo.training.loop import run_training
 
     try:
         code = run_training(settings)
@@ -37,8 +40,12 @@ def main(cfg: DictConfig) -> None:
         if env.rank == 0:
             print(f"config error: {error}", file=sys.stderr)
         code = 2
+    except CheckpointError as error:   # every complete checkpoint failed to load
+        if env.rank == 0:
+            print(f"checkpoint error: {error}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
-if __name__ == "__main__":   # dist_checkpointing starts a spawn Manager: keep work behind this guard
+if __name__ == "__main__":
     main()

@@ -21,8 +21,7 @@ from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
-from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
-                                           save_checkpoint)
+from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
 from nemo_repo.training.logging import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
@@ -97,10 +96,11 @@ class Trainer:
 
     def maybe_resume(self) -> None:
         ckpt = self.settings.checkpoint
-        latest = latest_checkpoint(ckpt.dir) if ckpt.resume else None
-        if latest is None:
+        found = load_newest_loadable(ckpt.dir, self.policy, self.optimizer, self.reliability) \
+            if ckpt.resume else None
+        if found is None:
             return
-        common = load_checkpoint(latest, self.policy, self.optimizer, self.reliability)
+        latest, common = found
         self.scheduler.load_state_dict(common["scheduler"])
         self.data.sampler.load_state_dict(common["sampler"])
         if common["config"]["optim"] != self.settings.resolved["optim"] \
