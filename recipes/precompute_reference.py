@@ -53,12 +53,12 @@ def main(cfg: DictConfig) -> None:
     from nemo_repo.training.reference import PROVENANCE_FILE, precompute_reference
 
     record = precompute_reference(settings, out)
-    if record is not None:
+    if env.rank == 0:
         counts = ", ".join(f"{out}/{name} ({record['pairs'][split]} pairs)"
                            for split, name in record["files"].items())
         print(f"wrote {counts} and {out}/{PROVENANCE_FILE}\ntrain on them with:\n  "
               + " ".join(training_overrides(out, settings, record)), flush=True)
 
 
-if __name__ == "__main__":   # dist_checkpointing may start a spawn Manager: keep work behind this guard
+if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ import yaml
 
 from nemo_repo.model.parallel import destroy_parallel
 from nemo_repo.data.pipeline import PreferenceData
+from nemo_repo.ranks import on_rank_zero
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
@@ -47,6 +48,11 @@ def true_label_accuracy(per_pair: dict, label_correct) -> float | None:
     prefers_label = (per_pair["delta"] > 0).tolist()
     hits = [prefers == bool(label_correct[i]) for i, prefers in zip(index, prefers_label)]
     return sum(hits) / max(len(hits), 1)
+
+
+def _write_config(run_dir: Path, resolved: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
 class Trainer:
@@ -140,9 +146,7 @@ class Trainer:
         train, log_cfg, ckpt = settings.train, settings.logging, settings.checkpoint
         self.maybe_resume()
         rank0 = _is_logging_rank()
-        if rank0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(settings.resolved, sort_keys=False))
+        on_rank_zero(_write_config, self.run_dir, settings.resolved)   # fails on every rank at once
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
                                tensorboard=log_cfg.tensorboard, progress=log_cfg.progress)
         stop = StopRequest()
