@@ -21,8 +21,8 @@ UPDATES = ("ema", "epoch")
 
 
 class AnnotatorIndex:
-    """Annotator id strings -> dense indices 0..K-1. Append-only, so a resumed run keeps its indices
-    and ids first seen later (new data) get new ones."""
+    """Annotator id strings -> dense indices 0..K-1. Append-only: a position, once given, never
+    changes, so positions cached by the data layer stay valid when a checkpoint is restored."""
 
     VIRTUAL_ID = "__all__"
 
@@ -48,13 +48,6 @@ class AnnotatorIndex:
     def state_dict(self) -> dict:
         return {"ids": self.ids()}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a saved index. Ids added before loading that the saved one lacks are kept, after it."""
-        extra = [i for i in self._ids if i not in set(state["ids"])]
-        self._ids, self._positions = [], {}
-        for annotator_id in [*state["ids"], *extra]:
-            self.index(annotator_id)
-
 
 @dataclass(frozen=True)
 class ReliabilityConfig:
@@ -78,35 +71,31 @@ class ReliabilityConfig:
 
 
 class ReliabilityState:
-    """eta per annotator (float64 [K]) with its E/M bookkeeping and checkpoint form."""
+    """eta per annotator (float64 [K]) with its E/M bookkeeping and checkpoint form.
+
+    Sized from `index` at construction (K = len(index), every eta = eta0), whatever the robust
+    mode: the data layer's index is complete before the state is built. A checkpoint is restored
+    by annotator id into these positions (`load_state_dict`), never by position."""
 
     def __init__(self, config: ReliabilityConfig, index: AnnotatorIndex):
         self.config = config
         self.index = index
-        self.eta = torch.empty(0, dtype=torch.float64)
-        self._step_sums = torch.empty(2, 0, dtype=torch.int64)    # rows: fixed-point sum of w, count
-        self._epoch_sums = torch.empty(2, 0, dtype=torch.int64)
-        self.labels_seen = torch.empty(2, 0, dtype=torch.int64)    # whole run: sum w, count (for reports)
-        self._grow()
-
-    def _grow(self) -> None:
-        """Give annotators added to the index since the last call eta0 and empty sums."""
-        missing = len(self.index) - self.eta.numel()
-        if missing > 0:
-            self.eta = torch.cat([self.eta, torch.full((missing,), self.config.eta0, dtype=torch.float64)])
-            zeros = torch.zeros(2, missing, dtype=torch.int64)
-            self._step_sums = torch.cat([self._step_sums, zeros], dim=1)
-            self._epoch_sums = torch.cat([self._epoch_sums, zeros], dim=1)
-            self.labels_seen = torch.cat([self.labels_seen, zeros], dim=1)
+        self.eta = torch.full((len(index),), config.eta0, dtype=torch.float64)
+        self._step_sums = torch.zeros(2, len(index), dtype=torch.int64)    # rows: fixed-point sum of w, count
+        self._epoch_sums = torch.zeros(2, len(index), dtype=torch.int64)
+        self.labels_seen = torch.zeros(2, len(index), dtype=torch.int64)   # whole run: sum w, count
 
     def eta_for(self, annotator_index: Tensor) -> Tensor:
         """eta of each pair's annotator, float32 [B], for the E-step."""
-        self._grow()
         return self.eta[annotator_index.cpu()].float()
+
+    def labelled_eta(self) -> Tensor:
+        """eta of the annotators that have labelled training pairs so far (for summaries: an
+        annotator known only from validation data keeps eta0 and would bias them)."""
+        return self.eta[self.labels_seen[1] > 0]
 
     def accumulate(self, annotator_index: Tensor, w: Tensor) -> None:
         """Add one micro-batch's posteriors to this step's sums (local; eta does not change)."""
-        self._grow()
         w = w.detach().cpu().to(torch.float64)
         if not torch.all((w >= 0) & (w <= 1)):
             raise ValueError("posterior weights w must lie in [0, 1]")
@@ -128,7 +117,6 @@ class ReliabilityState:
     def step(self, group=None) -> None:
         """End of an optimizer step: reduce this step's sums over `group` and, for update == "ema",
         move every annotator that had labels: eta_k <- (1 - alpha) eta_k + alpha * mean w (Eq. 7)."""
-        self._grow()
         sums = self._step_sums.clone()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums, group=group)
@@ -151,24 +139,24 @@ class ReliabilityState:
             self._clamp()
         self._epoch_sums.zero_()
 
-    def mean_w(self) -> Tensor:
-        """Mean posterior per annotator over the whole run (NaN where an annotator has no labels)."""
-        count = self.labels_seen[1].to(torch.float64)
-        return self.labels_seen[0].to(torch.float64) / _FIXED_POINT_SCALE / count
-
     def state_dict(self) -> dict:
         return {"index": self.index.state_dict(), "eta": self.eta.clone(),
                 "epoch_sums": self._epoch_sums.clone(), "labels_seen": self.labels_seen.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore eta and the index; annotators only the current data knows keep eta0."""
-        self.index.load_state_dict(state["index"])
-        saved = state["eta"].numel()
-        self.eta = torch.empty(0, dtype=torch.float64)
-        self._step_sums = torch.empty(2, 0, dtype=torch.int64)
-        self._epoch_sums = torch.empty(2, 0, dtype=torch.int64)
-        self.labels_seen = torch.empty(2, 0, dtype=torch.int64)
-        self._grow()
-        self.eta[:saved] = state["eta"].to(torch.float64)
-        self._epoch_sums[:, :saved] = state["epoch_sums"]
-        self.labels_seen[:, :saved] = state["labels_seen"]
+        """Restore by annotator id: each saved annotator's eta and sums go to its position in this
+        index, whatever order the current data lists annotators in. Annotators only the current
+        data knows keep eta0; annotators only the checkpoint knows are appended (so the next
+        checkpoint still holds them)."""
+        saved_ids = state["index"]["ids"]
+        for annotator_id in saved_ids:
+            self.index.index(annotator_id)
+        size = len(self.index)
+        self.eta = torch.full((size,), self.config.eta0, dtype=torch.float64)
+        self._step_sums = torch.zeros(2, size, dtype=torch.int64)
+        self._epoch_sums = torch.zeros(2, size, dtype=torch.int64)
+        self.labels_seen = torch.zeros(2, size, dtype=torch.int64)
+        positions = torch.tensor([self.index.index(i) for i in saved_ids], dtype=torch.long)
+        self.eta[positions] = state["eta"].to(torch.float64)
+        self._epoch_sums[:, positions] = state["epoch_sums"]
+        self.labels_seen[:, positions] = state["labels_seen"]

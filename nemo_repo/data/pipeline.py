@@ -200,18 +200,20 @@ class PreferenceData:
     """Both splits tokenized, the annotator index, the training stream and evaluation batches
     for one data-parallel rank.
 
-    `annotators`: an AnnotatorIndex to extend (append-only; a new one by default). Training
-    annotator ids are indexed in file order first, then validation ids."""
+    `annotators`: the AnnotatorIndex of every annotator id in the data, training ids in file order
+    first, then validation-only ids; complete once constructed (size a ReliabilityState from it).
+    Each pair's position in it is fixed here; the index is append-only, so restoring a checkpoint
+    into it (ReliabilityState.load_state_dict) never moves them."""
 
     def __init__(self, config: DataConfig, micro_batch_size: int, global_batch_size: int,
-                 dp_rank: int = 0, dp_size: int = 1, annotators: AnnotatorIndex | None = None):
+                 dp_rank: int = 0, dp_size: int = 1):
         config = materialize_synthetic(config)
         self.config = config
         self.micro_batch_size, self.dp_rank, self.dp_size = micro_batch_size, dp_rank, dp_size
         self.collator = config.collator()
         self.report = DataReport()
         self.splits = self._prepare(config)
-        self.annotators = annotators if annotators is not None else AnnotatorIndex()
+        self.annotators = AnnotatorIndex()
         self._annotator_index = {name: np.array([self.annotators.index(a) for a in split.annotator_ids],
                                                 dtype=np.int64)
                                  for name, split in self.splits.items()}

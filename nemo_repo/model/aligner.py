@@ -2,7 +2,8 @@
 
 One optimizer step (`train_step`) over this data-parallel rank's micro-batches of the step:
   1. eta snapshot: eta_for(annotator_index) of every micro-batch, taken before any forward and
-     held fixed for the whole step (RE mode only).
+     held fixed for the whole step (in every robust mode when a ReliabilityState is given: the
+     posterior w is then reported by every mode and trains in RE mode only).
   2. reference (DPO/IPO with a frozen reference model): one forward-only pipelined pass of the
      reference over the micro-batches; its per-pair log-prob sums stay on the last stage.
      With precomputed reference sums (in the batch) or for SimPO/CPO there is no such pass.
@@ -33,8 +34,8 @@ from nemo_repo.model.logprobs import pair_logprobs
 # Per-pair sums reduced for the step metrics (order of the packed tensor).
 _SUM_KEYS = ("loss", "reward_accuracy", "chosen_reward", "rejected_reward", "margin", "w",
              "w_below_half", "pairs", "tokens")
-# Per-pair values sent from the last pipeline stage to every rank (w is NaN unless RE).
-_PAIR_KEYS = ("delta", "w", "chosen_logp", "rejected_logp")
+# Per-pair values sent from the last pipeline stage to every rank.
+_PAIR_KEYS = ("delta", "w", "chosen_logp", "rejected_logp")   # w is NaN without reliability
 
 
 def _cat(parts: list, dtype: torch.dtype) -> torch.Tensor:
@@ -64,7 +65,8 @@ class PreferenceAligner:
         policy: model chunks from policy.build_policy (mcore DDP, one chunk per rank).
         model_config: presets.ModelConfig (true vocabulary size for log-probs).
         objective, robust: nemo_repo.objectives configs.
-        reliability: ReliabilityState, required when robust.mode == "re" (else ignored / may be None).
+        reliability: ReliabilityState, required when robust.mode == "re"; in other modes optional
+            (with it, w = posterior at the fixed eta is reported; eta is only updated in RE mode).
         reference: chunks from policy.build_reference, or None. Reference modes:
             "model"       objective needs a reference and `reference` is given: frozen copy,
                           evaluated forward-only each step (same init / same loaded weights);
@@ -128,8 +130,8 @@ class PreferenceAligner:
         """One optimizer step over this DP rank's micro-batches (every TP/PP rank of a DP rank
         passes the same list; CPU tensors are fine, forward_step moves them to the GPU). Returns metrics reduced over DP, identical on every rank:
         loss, reward_accuracy, chosen_reward, rejected_reward, margin, pairs, tokens, grad_norm,
-        lr, and for RE also w_mean, w_frac_below_half, eta_mean / eta_min / eta_max (after the
-        update)."""
+        lr; with a reliability state also w_mean, w_frac_below_half; for RE eta_mean / eta_min /
+        eta_max over the annotators with training labels (after the update)."""
         from megatron.core import parallel_state
 
         micro_batches = list(micro_batches)
@@ -162,7 +164,7 @@ class PreferenceAligner:
     def evaluate(self, micro_batches) -> tuple[dict, dict | None]:
         """Forward-only pass with the current eta (no update). Returns (metrics reduced over DP,
         per-pair outputs). The per-pair dict {pair_index, annotator_index, delta, w, chosen_logp,
-        rejected_logp} (1-D CPU tensors in DP-rank order; w is NaN unless RE; *_logp are the
+        rejected_logp} (1-D CPU tensors in DP-rank order; w is NaN without reliability; *_logp are the
         policy's completion log-prob sums) is gathered to DP rank 0 (every TP/PP rank of it);
         None on other DP ranks."""
         from megatron.core import parallel_state
@@ -203,7 +205,7 @@ class PreferenceAligner:
 
     def _prepare(self, micro_batches) -> None:
         eta = [None] * len(micro_batches)
-        if self.robust.mode == "re":
+        if self.reliability is not None:
             eta = [self.reliability.eta_for(b.annotator_index.cpu()).to(self._device())
                    for b in micro_batches]
         self._state = {"eta": eta, "records": [None] * len(micro_batches),
@@ -282,11 +284,13 @@ class PreferenceAligner:
         metrics = {key: values[key] / pairs for key in
                    ("loss", "reward_accuracy", "chosen_reward", "rejected_reward", "margin")}
         metrics.update(pairs=int(pairs), tokens=int(values["tokens"]))
+        if self.reliability is not None:
+            metrics.update(w_mean=values["w"] / pairs, w_frac_below_half=values["w_below_half"] / pairs)
         if self.robust.mode == "re":
-            eta = self.reliability.eta
-            metrics.update(w_mean=values["w"] / pairs, w_frac_below_half=values["w_below_half"] / pairs,
-                           eta_mean=float(eta.mean()), eta_min=float(eta.min()),
-                           eta_max=float(eta.max()))
+            eta = self.reliability.labelled_eta()
+            if eta.numel():
+                metrics.update(eta_mean=float(eta.mean()), eta_min=float(eta.min()),
+                               eta_max=float(eta.max()))
         return metrics
 
     @staticmethod

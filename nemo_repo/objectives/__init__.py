@@ -21,7 +21,8 @@ class PreferenceLossOutput:
 
     loss: Tensor
     delta: Tensor
-    w: Tensor | None              # RE posterior that the label is correct; None unless mode == "re"
+    w: Tensor | None              # posterior that the label is correct (E-step); None without eta.
+                                  # Trains only in mode "re"; a diagnostic (fixed eta) otherwise
     chosen_reward: Tensor
     rejected_reward: Tensor
     margin: Tensor
@@ -31,21 +32,19 @@ class PreferenceLossOutput:
 def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust: RobustConfig,
                     eta: Tensor | None = None) -> PreferenceLossOutput:
     """Per-pair loss and diagnostics. `eta` ([B], the reliability of each pair's annotator) is
-    required when robust.mode == "re" and ignored otherwise."""
+    required when robust.mode == "re"; given in another mode, it only yields the diagnostic w."""
     like = logps.policy_chosen
     logps = SequenceLogProbs(
         logps.policy_chosen, logps.policy_rejected,
         as_float(logps.chosen_tokens, like), as_float(logps.rejected_tokens, like),
         logps.reference_chosen, logps.reference_rejected)
     terms = base_terms(logps, objective)
-    w = None
-    if robust.mode == "re":
-        if eta is None:
-            raise ValueError("robust.mode 're' needs eta (the reliability of each pair's annotator)")
-        w = posterior_weight(terms.delta, as_float(eta, like))
+    if robust.mode == "re" and eta is None:
+        raise ValueError("robust.mode 're' needs eta (the reliability of each pair's annotator)")
+    w = None if eta is None else posterior_weight(terms.delta, as_float(eta, like))
     chosen, rejected = terms.chosen_reward.detach(), terms.rejected_reward.detach()
     margin = chosen - rejected
     return PreferenceLossOutput(
-        loss=robust_loss(terms, robust, w), delta=terms.delta, w=w,
+        loss=robust_loss(terms, robust, w if robust.mode == "re" else None), delta=terms.delta, w=w,
         chosen_reward=chosen, rejected_reward=rejected, margin=margin,
         reward_accuracy=(margin > 0).to(like.dtype))

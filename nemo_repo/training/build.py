@@ -1,5 +1,8 @@
-"""Build everything one training run needs from plain config objects, in the right order.
+"""Build the models, the aligner and the optimizer of one training run from plain config objects.
 
+    layout = initialize_parallel(parallel, model, seed)        # torch.distributed + megatron groups
+    data = PreferenceData(...)                                 # needs the DP rank; fixes annotators
+    state = ReliabilityState(config, data.annotators)          # sized from the data, every mode
     stack = build_training(model, parallel, objective, robust, optim, reliability=state)
     for step in ...:
         metrics = stack.aligner.train_step(micro_batches, stack.optimizer, stack.scheduler)
@@ -12,7 +15,7 @@ and, in reference mode "model", into `stack.reference_chunks` too, before the fi
 from dataclasses import dataclass
 
 from nemo_repo.model.aligner import PreferenceAligner
-from nemo_repo.model.parallel import ParallelConfig, initialize_parallel
+from nemo_repo.model.parallel import ParallelConfig
 from nemo_repo.model.policy import build_policy, build_reference
 from nemo_repo.model.presets import ModelConfig
 from nemo_repo.training.optim import OptimConfig, build_optimizer, build_scheduler
@@ -20,7 +23,6 @@ from nemo_repo.training.optim import OptimConfig, build_optimizer, build_schedul
 
 @dataclass
 class TrainingStack:
-    layout: dict                   # {"tp", "pp", "dp", "num_microbatches", "world_size"}
     model_chunks: list             # policy chunks (mcore DDP); chunks[0].sharded_state_dict() for checkpoints
     reference_chunks: list | None  # frozen reference (reference mode "model"), else None
     aligner: PreferenceAligner
@@ -31,7 +33,7 @@ class TrainingStack:
 def build_training(model: ModelConfig, parallel: ParallelConfig, objective, robust,
                    optim: OptimConfig, reliability=None, seed: int = 1234,
                    reference: str = "model") -> TrainingStack:
-    """Initialise torch.distributed + megatron for `parallel` (validated first), build the policy
+    """After `initialize_parallel(parallel, model, seed)`: build the policy
     (seeded, layout-invariant init, mcore DDP), the frozen reference when the objective needs one
     and `reference == "model"` ("precomputed": batches carry reference sums), the aligner, the
     megatron optimizer and the LR scheduler."""
@@ -40,12 +42,11 @@ def build_training(model: ModelConfig, parallel: ParallelConfig, objective, robu
     if optim.use_distributed_optimizer != parallel.use_distributed_optimizer:
         raise ValueError("OptimConfig.use_distributed_optimizer must equal "
                          "ParallelConfig.use_distributed_optimizer (the DDP buffers depend on it)")
-    layout = initialize_parallel(parallel, model, seed=seed)
     chunks = build_policy(model, parallel, seed=seed)
     reference_chunks = None
     if objective.needs_reference and reference == "model":
         reference_chunks = build_reference(model, parallel, seed=seed)
     aligner = PreferenceAligner(chunks, model, objective, robust, reliability, reference_chunks)
     optimizer = build_optimizer(optim, chunks, bf16=model.dtype == "bf16")
-    return TrainingStack(layout, chunks, reference_chunks, aligner, optimizer,
+    return TrainingStack(chunks, reference_chunks, aligner, optimizer,
                          build_scheduler(optim, optimizer))

@@ -7,7 +7,6 @@ and an uninterrupted run.
 
 import json
 import math
-import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,12 +31,12 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir, enabled: bool, total_steps: int, start_step: int = 0,
-                 tensorboard: bool = True, progress: bool = True):
+                 tensorboard: bool = True, progress: bool = True, log_interval: int = 1):
         self.enabled = enabled
         self.total_steps = total_steps
+        self.log_interval = max(int(log_interval), 1)
         self._writer = self._bar = self._file = None
-        self._tokens_since = 0
-        self._clock = time.perf_counter()
+        self._tokens_since, self._seconds_since, self._steps_since = 0, 0.0, 0
         if not enabled:
             return
         run_dir = Path(run_dir)
@@ -72,20 +71,32 @@ class MetricsLogger:
                         and not isinstance(value, bool):
                     self._writer.add_scalar(f"{split}/{key}", value, step)
 
-    def train_step(self, step: int, metrics: dict, tokens: int) -> None:
-        """Log one optimizer step's metrics plus throughput, and advance the progress bar."""
+    def train_step(self, step: int, metrics: dict, tokens: int, seconds: float) -> None:
+        """Called after every optimizer step (`seconds`: its wall-clock time): advances the
+        progress bar, whose rate and ETA cover everything (evaluation, checkpoints), and every
+        `log_interval` steps (and at the last) writes the step's metrics with the throughput of
+        the optimizer steps since the previous record: their tokens over their time."""
         if not self.enabled:
             return
-        now = time.perf_counter()
-        elapsed, self._clock = now - self._clock, now
-        timing = {"time/step_s": elapsed, "time/tokens_per_s": tokens / elapsed if elapsed > 0 else math.nan}
-        self.log(step, "train", {**metrics, **timing})
+        self._tokens_since += tokens
+        self._seconds_since += seconds
+        self._steps_since += 1
+        if step % self.log_interval == 0 or step == self.total_steps:
+            timing = {"time/step_s": self._seconds_since / self._steps_since,
+                      "time/tokens_per_s": self._tokens_since / self._seconds_since
+                      if self._seconds_since > 0 else math.nan}
+            self._tokens_since, self._seconds_since, self._steps_since = 0, 0.0, 0
+            self.log(step, "train", {**metrics, **timing})
+            if self._bar is not None:
+                postfix = {"loss": metrics.get("loss"), "acc": metrics.get("reward_accuracy"),
+                           "w": metrics.get("w_mean"), "tok/s": timing["time/tokens_per_s"]}
+                self._bar.set_postfix({k: f"{_plain(v):.4g}" for k, v in postfix.items()
+                                       if v is not None}, refresh=False)
         if self._bar is not None:
-            postfix = {"loss": metrics.get("loss"), "acc": metrics.get("reward_accuracy"),
-                       "w": metrics.get("w_mean"), "tok/s": timing["time/tokens_per_s"]}
-            self._bar.set_postfix({k: f"{_plain(v):.4g}" for k, v in postfix.items() if v is not None},
-                                  refresh=False)
-            self._bar.update(1)   # tqdm's own ETA comes from the step rate
+            if step == self.total_steps:   # close() draws the final line: draw it once
+                self._bar.n = step
+            else:
+                self._bar.update(1)
 
     def write(self, message: str) -> None:
         """Print a line without breaking the progress bar."""

@@ -9,6 +9,7 @@ eta (pair_weights.jsonl, reliability.json), and PNG figures (plots/).
 """
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from nemo_repo.model.parallel import destroy_parallel
 from nemo_repo.data.pipeline import PreferenceData
+from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
 from nemo_repo.ranks import on_rank_zero
-from nemo_repo.reliability import AnnotatorIndex, ReliabilityState
+from nemo_repo.reliability import ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
 from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
@@ -62,25 +63,29 @@ class Trainer:
         self.settings = settings
         self.run_dir = Path(settings.run.dir)
         seed_everything(settings.run.seed)
-        annotators = AnnotatorIndex()   # filled by the data (append-only; eta grows with it)
-        self.reliability = ReliabilityState(settings.reliability, annotators)
+        self.layout = initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed)
+        from megatron.core import parallel_state
+
+        self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
+                                   settings.parallel.global_batch_size,
+                                   parallel_state.get_data_parallel_rank(), self.layout["dp"])
+        if self.data.vocab_size > settings.model.vocab_size:
+            raise ConfigError(f"the tokenizer ({settings.data.tokenizer}) has {self.data.vocab_size} "
+                              f"tokens but model {settings.model.name} only {settings.model.vocab_size}: "
+                              f"choose a model.preset (or an imported model) with a vocabulary at "
+                              f"least as large")
+        # every robust mode keeps the same state: eta per annotator of the data (fixed at eta0
+        # unless robust.mode=re), so outputs, logs and checkpoints have one form
+        self.reliability = ReliabilityState(settings.reliability, self.data.annotators)
         stack = build_training(settings.model, settings.parallel, settings.objective, settings.robust,
                                settings.optim, reliability=self.reliability, seed=settings.run.seed,
                                reference=settings.reference)
-        self.layout, self.aligner = stack.layout, stack.aligner
+        self.aligner = stack.aligner
         self.policy, self.optimizer, self.scheduler = stack.model_chunks, stack.optimizer, stack.scheduler
         if settings.init_from:   # pretrained weights for the policy and the frozen reference
             for chunks in (stack.model_chunks, stack.reference_chunks):
                 if chunks is not None:
                     load_model_weights(settings.init_from, chunks)
-        from megatron.core import parallel_state
-
-        self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
-                                   settings.parallel.global_batch_size,
-                                   parallel_state.get_data_parallel_rank(), self.layout["dp"], annotators)
-        if self.data.vocab_size > settings.model.vocab_size:
-            raise ValueError(f"the tokenizer has {self.data.vocab_size} tokens but model "
-                             f"{settings.model.name} only {settings.model.vocab_size} (model.preset)")
         if stack.aligner.reference_mode == "precomputed":
             for split, tokenized in self.data.splits.items():
                 if not self.data.has_reference(split):
@@ -148,21 +153,24 @@ class Trainer:
         rank0 = _is_logging_rank()
         on_rank_zero(_write_config, self.run_dir, settings.resolved)   # fails on every rank at once
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
-                               tensorboard=log_cfg.tensorboard, progress=log_cfg.progress)
+                               tensorboard=log_cfg.tensorboard, progress=log_cfg.progress,
+                               log_interval=log_cfg.log_interval)
         stop = StopRequest()
         try:
             while self.step < train.max_steps:
+                started = time.perf_counter()
                 batches = self.data.sampler.next_step()
                 metrics = self.aligner.train_step(batches, self.optimizer, self.scheduler)
+                seconds = time.perf_counter() - started
                 if self.data.sampler.last_plan.last_in_epoch:
                     self.reliability.end_epoch()   # exact M-step (Eq. 6) when reliability.update=epoch
                 self.step += 1
-                if self.step % max(log_cfg.log_interval, 1) == 0:
-                    logger.train_step(self.step, metrics, tokens=metrics.get("tokens", 0))
+                logger.train_step(self.step, metrics, tokens=metrics["tokens"], seconds=seconds)
                 if train.eval_interval and self.step % train.eval_interval == 0 \
                         and self.step < train.max_steps:
                     logger.log(self.step, "eval", self.evaluate())
-                if log_cfg.eta_log_interval and self.step % log_cfg.eta_log_interval == 0:
+                if log_cfg.eta_log_interval and self.step % log_cfg.eta_log_interval == 0 \
+                        and self.step < train.max_steps:
                     self.log_eta(logger)
                 saved = ckpt.interval and self.step % ckpt.interval == 0 and self.step < train.max_steps
                 if saved:

@@ -4,8 +4,8 @@ reliability.json    [{"annotator_id": str, "eta": float, "labels": int, "mean_w"
                     one entry per annotator: final eta, number of training pairs it labelled, and the
                     mean posterior w of those pairs in the final pass (null if it has none)
 pair_weights.jsonl  {"id": str, "annotator_id": str, "w": float} per training pair: posterior
-                    w = sigma(Delta + logit(eta_k)) of the trained policy with the final eta (for
-                    non-RE objectives eta stays at eta0, so w is the same score with a fixed prior)
+                    w = sigma(Delta + logit(eta_k)) of the trained policy with the final eta (in
+                    robust modes other than re, eta stays at eta0: the same score, a fixed prior)
 eval.json           final validation figures {"step": int, "loss": ..., "reward_accuracy": ..., ...}
 """
 
@@ -22,32 +22,21 @@ EVAL_FILE = "eval.json"
 
 def merge_pairs(per_pair: dict) -> dict:
     """PreferenceAligner.evaluate's per-pair tensors -> lists (same keys) with one row per
-    pair_index (a DP sampler may repeat pairs to even out shards), sorted; NaN w (non-RE modes)
-    becomes None."""
+    pair_index (a DP sampler may repeat pairs to even out shards), sorted."""
     columns = {key: values.tolist() for key, values in per_pair.items()}
     first = {}
     for position, index in enumerate(columns["pair_index"]):
         first.setdefault(index, position)
     order = [first[index] for index in sorted(first)]
-    merged = {key: [values[position] for position in order] for key, values in columns.items()}
-    merged["w"] = [None if math.isnan(w) else w for w in merged["w"]]
-    return merged
+    return {key: [values[position] for position in order] for key, values in columns.items()}
 
 
-def posterior_w(delta: float, eta: float) -> float:
-    """E-step weight sigma(Delta + logit(eta)) in a numerically stable form."""
-    z = delta + math.log(eta) - math.log1p(-eta)
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-
-def pair_weight_rows(pairs: dict, pair_ids, annotator_ids, eta) -> list[dict]:
-    """Rows of pair_weights.jsonl; w from the pass itself, or recomputed from Delta and eta."""
-    rows = []
-    for index, k, delta, w in zip(pairs["pair_index"], pairs["annotator_index"], pairs["delta"], pairs["w"]):
-        if w is None:
-            w = posterior_w(delta, float(eta[k]))
-        rows.append({"id": str(pair_ids[index]), "annotator_id": annotator_ids[k], "w": float(w)})
-    return rows
+def pair_weight_rows(pairs: dict, pair_ids, annotator_ids) -> list[dict]:
+    """Rows of pair_weights.jsonl from a merged pass (its w: the E-step at the pass's eta)."""
+    if any(math.isnan(w) for w in pairs["w"]):
+        raise ValueError("pair weights need the pass's posterior w (evaluate with a ReliabilityState)")
+    return [{"id": str(pair_ids[index]), "annotator_id": annotator_ids[k], "w": float(w)}
+            for index, k, w in zip(pairs["pair_index"], pairs["annotator_index"], pairs["w"])]
 
 
 def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
@@ -87,7 +76,7 @@ def write_jsonl(path, rows) -> None:
 def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_metrics: dict) -> None:
     """Write reliability.json, pair_weights.jsonl and eval.json (call on rank 0 only)."""
     run_dir = Path(run_dir)
-    rows = pair_weight_rows(pairs, pair_ids, annotator_ids, eta)
+    rows = pair_weight_rows(pairs, pair_ids, annotator_ids)
     write_jsonl(run_dir / PAIR_WEIGHTS_FILE, rows)
     write_json(run_dir / RELIABILITY_FILE, reliability_rows(annotator_ids, eta, rows))
     write_json(run_dir / EVAL_FILE, eval_metrics)

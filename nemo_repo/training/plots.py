@@ -2,8 +2,9 @@
 
 plots/training.png   train and validation loss; reward accuracy (and accuracy against the true
                      labels, where the data has them) per step
-plots/eta.png        per-annotator reliability eta over the steps (RE only: the "eta" records)
-plots/w_hist.png     histogram of the final per-pair posterior w (RE only), the label audit
+plots/eta.png        per-annotator reliability eta over the steps (the "eta" records; flat at eta0
+                     unless robust.mode=re)
+plots/w_hist.png     histogram of the final per-pair posterior w, the label audit
 """
 
 from pathlib import Path
@@ -50,7 +51,8 @@ def _eta_figure(records: list[dict], out: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in names[:20]:   # a legend of hundreds of annotators is unreadable
-        ax.plot(*_series(eta, "eta", name), label=name[len("eta/"):])
+        # markers: a short run has one or two eta records, and a lone point draws no line
+        ax.plot(*_series(eta, "eta", name), "o-", markersize=3, label=name[len("eta/"):])
     title = "annotator reliability eta" + (f" (first 20 of {len(names)})" if len(names) > 20 else "")
     ax.set(title=title, xlabel="step", ylim=(0, 1))
     ax.grid(alpha=0.3)

@@ -95,3 +95,29 @@ def test_prepare_data_cli(tmp_path, capsys):
     assert prepare_data(common + ["--report-json", str(report)]) == 0
     assert json.load(open(report))["splits"]["train"]["skipped"] == {"missing_field": 1}
     assert prepare_data(common + ["--max-length", "1"]) == 2
+
+
+def test_a_checkpoint_saved_with_another_annotator_order_attaches_each_pair_to_its_own_eta(tmp_path):
+    """Resume as the trainer does: the data fixes each pair's annotator position, the state is
+    sized from the data's index and restored from a checkpoint whose index lists the annotators in
+    another order (plus one the current data lacks)."""
+    from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
+
+    data = make(tmp_path)
+    ids = data.annotators.ids()
+    saved_order = [*reversed(ids), "retired"]
+    saved_eta = {name: 0.1 + 0.15 * k for k, name in enumerate(saved_order)}
+    saved = ReliabilityState(ReliabilityConfig(), AnnotatorIndex(saved_order))
+    saved.eta = torch.tensor([saved_eta[name] for name in saved_order], dtype=torch.float64)
+
+    state = ReliabilityState(ReliabilityConfig(), data.annotators)
+    state.load_state_dict(saved.state_dict())
+    rows = rows_of(data)
+    checked = 0
+    for batch in data.sampler.next_step():
+        eta = state.eta_for(batch.annotator_index)
+        for j, i in enumerate(batch.pair_index.tolist()):
+            annotator = rows[data.pair_ids("train")[i]]["annotator_id"]
+            assert eta[j].item() == pytest.approx(saved_eta[annotator])
+            checked += 1
+    assert checked == 8 and data.annotators.ids()[:len(ids)] == ids

@@ -6,7 +6,6 @@ reported; build_training builds a working stack (tiny_gpt); a bf16 model takes a
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -93,6 +92,7 @@ def main() -> None:
     # one-call setup (tiny_gpt: LayerNorm, GeLU, biases, learned positions), then bf16
     for preset, dtype in (("tiny_gpt", "fp32"), ("tiny_llama", "bf16")):
         cfg = get_preset(preset, dtype=dtype)
+        initialize_parallel(parallel, cfg, seed=2)
         stack = build_training(cfg, parallel, objective, robust, OPTIM, reliability(), seed=2)
         gpt_batches = micro_batches(make_pairs(4, cfg.vocab_size, seed=6), 2)
         steps = [stack.aligner.train_step(gpt_batches, stack.optimizer, stack.scheduler) for _ in range(2)]

@@ -17,17 +17,16 @@ from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes.torchrun import workers_exit_code
 from tests.dist import REPO_ROOT, clean_env, free_port
-from tests.training.test_resume import records
+from tests.training import runs
+from tests.training.runs import records
 
 STEPS = 40   # never reached: the signal lands after step 2
 
 
 def tiny(run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
-            "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
-            "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
-            f"train.max_steps={STEPS}", "train.eval_interval=0", "checkpoint.interval=0",
-            "logging.progress=false", "logging.tensorboard=false", "logging.eta_log_interval=0", *extra]
+    """The tiny run, saving only when stopped."""
+    return runs.tiny(run_dir, cache_dir, "train.eval_interval=0", "checkpoint.interval=0",
+                     "logging.eta_log_interval=0", *extra, steps=STEPS)
 
 
 def torchrun(args, until=None, timeout=150) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes import launch
 from tests.dist import REPO_ROOT, clean_env, free_port
-from tests.training.test_resume import final_state, records
+from tests.training.runs import final_state, records
 
 STUBS = Path(__file__).resolve().parent / "stubs"
 STEPS = 40   # long enough that USR1 sent after step 3 lands well before the end

@@ -1,5 +1,5 @@
 import json
-import math
+import time
 
 import pytest
 import torch
@@ -12,12 +12,12 @@ from nemo_repo.training.logging import METRICS_FILE, MetricsLogger
 def test_metrics_jsonl_drops_records_after_the_resumed_step(tmp_path):
     logger = MetricsLogger(tmp_path, enabled=True, total_steps=5, tensorboard=False, progress=False)
     for step in (1, 2, 3):
-        logger.train_step(step, {"loss": 0.5 * step, "reward_accuracy": 1.0}, tokens=10)
+        logger.train_step(step, {"loss": 0.5 * step, "reward_accuracy": 1.0}, tokens=10, seconds=0.5)
     logger.log(3, "eval", {"loss": 0.1})
     logger.close()
     resumed = MetricsLogger(tmp_path, enabled=True, total_steps=5, start_step=2, tensorboard=True,
                             progress=False)
-    resumed.train_step(3, {"loss": 9.0}, tokens=10)
+    resumed.train_step(3, {"loss": 9.0}, tokens=10, seconds=0.5)
     resumed.close()
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (3, "train")]
@@ -27,36 +27,55 @@ def test_metrics_jsonl_drops_records_after_the_resumed_step(tmp_path):
 
 def test_disabled_logger_writes_nothing(tmp_path):
     logger = MetricsLogger(tmp_path / "run", enabled=False, total_steps=3)
-    logger.train_step(1, {"loss": 1.0}, tokens=1)
+    logger.train_step(1, {"loss": 1.0}, tokens=1, seconds=1.0)
     logger.close()
     assert not (tmp_path / "run").exists()
 
 
-def test_posterior_w_is_stable_and_matches_the_closed_form():
-    assert outputs.posterior_w(0.0, 0.9) == pytest.approx(0.9)
-    assert outputs.posterior_w(2.0, 0.5) == pytest.approx(1 / (1 + math.exp(-2.0)))
-    assert outputs.posterior_w(-800.0, 0.9) == 0.0 and outputs.posterior_w(800.0, 0.1) == 1.0
+def test_throughput_covers_every_step_since_the_last_record(tmp_path):
+    logger = MetricsLogger(tmp_path, enabled=True, total_steps=7, log_interval=3, tensorboard=False,
+                           progress=False)
+    for step in range(1, 8):
+        logger.train_step(step, {"loss": 1.0}, tokens=100 * step, seconds=0.5 * step)
+    logger.close()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6, 7]            # every 3 steps, and the last
+    assert [r["time/tokens_per_s"] for r in records] == pytest.approx([200.0, 200.0, 200.0])
+    assert [r["time/step_s"] for r in records] == pytest.approx([1.0, 2.5, 3.5])
+
+
+def test_progress_bar_draws_its_last_line_once(tmp_path, capsys):
+    logger = MetricsLogger(tmp_path, enabled=True, total_steps=3, tensorboard=False, progress=True)
+    for step in (1, 2, 3):
+        time.sleep(0.12)   # longer than tqdm's minimum redraw interval, as real steps are
+        logger.train_step(step, {"loss": 0.25 * step}, tokens=8, seconds=0.1)
+    logger.close()
+    err = capsys.readouterr().err
+    assert err.count("3/3") == 1 and "loss=0.75" in err
 
 
 def test_run_outputs_follow_the_documented_formats(tmp_path):
-    nan = float("nan")
     pairs = outputs.merge_pairs({"pair_index": torch.tensor([2, 0, 1, 2]),
                                  "annotator_index": torch.tensor([1, 0, 1, 1]),
                                  "delta": torch.tensor([0.5, 1.0, -3.0, 0.5]),
-                                 "w": torch.tensor([nan, nan, nan, nan])})
-    assert pairs["pair_index"] == [0, 1, 2] and pairs["w"] == [None] * 3
+                                 "w": torch.tensor([0.25, 0.5, 0.125, 0.25])})
+    assert pairs["pair_index"] == [0, 1, 2] and pairs["w"] == [0.5, 0.125, 0.25]
     outputs.write_run_outputs(tmp_path, pairs, pair_ids=["a", "b", "c"],
                               annotator_ids=["ann0", "ann1", "ann2"], eta=[0.9, 0.6, 0.8],
                               eval_metrics={"step": 4, "loss": 0.3})
     rows = [json.loads(line) for line in (tmp_path / outputs.PAIR_WEIGHTS_FILE).read_text().splitlines()]
     assert [set(r) for r in rows] == [{"id", "annotator_id", "w"}] * 3
-    assert rows[1] == {"id": "b", "annotator_id": "ann1", "w": pytest.approx(outputs.posterior_w(-3.0, 0.6))}
+    assert rows[1] == {"id": "b", "annotator_id": "ann1", "w": 0.125}
     reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
     assert [r["annotator_id"] for r in reliability] == ["ann0", "ann1", "ann2"]
     assert reliability[1]["labels"] == 2 and reliability[2] == {
         "annotator_id": "ann2", "eta": 0.8, "labels": 0, "mean_w": None}
     assert reliability[1]["mean_w"] == pytest.approx((rows[1]["w"] + rows[2]["w"]) / 2)
     assert json.loads((tmp_path / outputs.EVAL_FILE).read_text()) == {"step": 4, "loss": 0.3}
+    without_w = {**pairs, "w": [float("nan")] * 3}
+    with pytest.raises(ValueError, match="posterior w"):
+        outputs.write_run_outputs(tmp_path, without_w, ["a", "b", "c"], ["ann0", "ann1", "ann2"],
+                                  [0.9, 0.6, 0.8], {"step": 4})
 
 
 def test_incomplete_checkpoints_are_ignored(tmp_path):

@@ -25,7 +25,17 @@ def test_re_run_gets_training_eta_and_w_figures(tmp_path):
         assert path.parent == tmp_path / plots.PLOTS_DIR and path.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_a_run_without_re_gets_only_the_training_figure(tmp_path):
+def test_files_without_eta_records_or_weights_get_only_the_training_figure(tmp_path):
     write_jsonl(tmp_path / METRICS_FILE, [{"step": 1, "split": "train", "loss": 0.69}])
-    write_jsonl(tmp_path / PAIR_WEIGHTS_FILE, [{"id": "a", "annotator_id": "x", "w": None}])
     assert [p.name for p in plots.write_plots(tmp_path)] == ["training.png"]
+
+
+def test_a_single_eta_record_is_drawn(tmp_path):
+    """A short run logs eta once or twice: a lone point must still show (as a marker)."""
+    import matplotlib.image
+    import numpy as np
+
+    write_jsonl(tmp_path / METRICS_FILE, [{"step": 3, "split": "eta", "eta/alice": 0.5}])
+    image = matplotlib.image.imread(plots.write_plots(tmp_path)[1])[..., :3]
+    first_colour = np.array([0x1f, 0x77, 0xb4]) / 255   # matplotlib's C0, the first annotator's
+    assert (np.abs(image - first_colour).max(axis=-1) < 0.05).sum() > 10

@@ -3,9 +3,6 @@ reference from a checkpoint (model.init_from) with a held-out validation split, 
 on its files equal 2 steps with the frozen reference model; config errors name the problem."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -13,9 +10,9 @@ import yaml
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.config import ConfigError
 from nemo_repo.training.reference import PROVENANCE_FILE
-from tests.dist import REPO_ROOT, clean_env, free_port
+from tests.dist import free_port
 from tests.recipes.test_recipes import settings_for
-from tests.training.test_resume import records
+from tests.training.runs import ok, records, run_module as run
 
 
 def tiny(run_dir, cache_dir, *extra):
@@ -24,17 +21,6 @@ def tiny(run_dir, cache_dir, *extra):
             "++data.validation_fraction=0.25", "parallel.micro_batch_size=4",
             "parallel.global_batch_size=8", "train.max_steps=2", "train.eval_interval=0",
             "checkpoint.interval=0", "logging.progress=false", "logging.tensorboard=false", *extra]
-
-
-def run(module, args, timeout=120):
-    env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def ok(done):
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done
 
 
 @pytest.fixture(scope="module")

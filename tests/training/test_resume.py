@@ -3,75 +3,17 @@ crash + resume, preemption (exit 75), truncated checkpoints, outputs, and resumi
 checkpoint at TP=1. Every run has its own timeout; multi-process runs go through run_workers."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
 from nemo_repo.training import checkpoint, outputs, plots
-from nemo_repo.training.logging import METRICS_FILE
 from nemo_repo.training.signals import EXIT_REQUEUE
-from tests.dist import REPO_ROOT, clean_env, run_workers
+from tests.dist import REPO_ROOT, run_workers
+from tests.training.runs import STEPS, final_state, ok, records, tiny, train
 
 TRAIN = REPO_ROOT / "recipes" / "train.py"
-STEPS = 4
-
-
-def tiny(run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
-            "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
-            "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
-            f"train.max_steps={STEPS}", "train.eval_interval=2", "checkpoint.interval=2",
-            "checkpoint.keep_last=3", "logging.progress=false", "logging.tensorboard=false",
-            "logging.eta_log_interval=2", *extra]
-
-
-def train(args, timeout=120):
-    """One process (world of one) in its own process group, which is killed afterwards: a crashed
-    run leaves dist_checkpointing's spawned Manager behind, as a real crash would."""
-    path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([sys.executable, str(TRAIN), *map(str, args)], cwd=REPO_ROOT,
-                                   env=env, stdout=out, stderr=err, start_new_session=True)
-        try:
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(process.args, returncode, out.read(), err.read())
-    if returncode is None:
-        raise AssertionError(f"training timed out after {timeout}s\n{done.stdout}\n{done.stderr[-5000:]}")
-    return done
-
-
-def ok(done):
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done
-
-
-def records(run_dir):
-    """metrics.jsonl without wall-clock fields."""
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")} for line in lines]
-
-
-def final_state(run_dir):
-    return {"metrics": records(run_dir),
-            "reliability": json.loads((run_dir / outputs.RELIABILITY_FILE).read_text()),
-            "pair_weights": (run_dir / outputs.PAIR_WEIGHTS_FILE).read_text(),
-            "eval": json.loads((run_dir / outputs.EVAL_FILE).read_text())}
 
 
 def train_loss(run_dir, step):
@@ -191,9 +133,8 @@ def test_a_tp2_or_pp2_checkpoint_resumes_at_tp1_with_the_same_next_step_loss(ref
 
 def test_epoch_update_moves_eta_only_when_an_epoch_ends(tmp_path):
     run_dir = tmp_path / "run"
-    args = [a for a in tiny(run_dir, tmp_path / "cache") if not a.startswith("data.synthetic.n_train=")]
-    ok(train([*args, "data.synthetic.n_train=16", "reliability.update=epoch",
-              "logging.eta_log_interval=1", "checkpoint.interval=0"]))
+    ok(train(tiny(run_dir, tmp_path / "cache", "data.synthetic.n_train=16", "reliability.update=epoch",
+                  "logging.eta_log_interval=1", "checkpoint.interval=0")))
     eta = {r["step"]: {k: v for k, v in r.items() if k.startswith("eta/")}
            for r in records(run_dir) if r["split"] == "eta"}
     assert set(eta[1].values()) == {0.9}                    # 16 pairs / 8 per step: epochs end at 2, 4
