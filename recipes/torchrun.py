@@ -4,9 +4,10 @@
 
 Plain `torchrun` (torch 2.13's elastic agent) turns a preemption into exit 1: on SIGTERM it raises
 SignalException, SIGTERMs the workers, SIGKILLs them after --shutdown-timeout (30 s) and exits 1
-with a traceback even when every worker saved its checkpoint and exited 75; SIGUSR1 is not
-handled at all (it kills the agent, the workers run on); and a worker's exit code (75, or 2 for a
-config error) becomes ChildFailedError and exit 1. This wrapper runs the same agent in process but
+with a traceback even when every worker saved its checkpoint and exited 75; SIGUSR1 is not in its
+default --signals-to-handle (its default action ends the agent; the workers, each in its own
+session, never see it); and a worker's exit code (75, or 2 for a config error) becomes
+ChildFailedError and exit 1. This wrapper runs the same agent in process but
 takes SIGTERM and SIGUSR1 away from it: they are forwarded to every worker's process group and the
 agent keeps waiting, with no grace-period SIGKILL, while the workers checkpoint and exit. When the
 workers that exited by themselves agree on one exit code, that is the exit code (75: stopped with

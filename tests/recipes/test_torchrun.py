@@ -86,7 +86,8 @@ def signal_after_step(run_dir, step, target, sig, timeout=120):
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("target, sig", [("group", signal.SIGTERM), ("agent", signal.SIGUSR1),
-                                         ("workers", signal.SIGTERM)])
+                                         ("workers", signal.SIGTERM)],
+                         ids=["TERM-to-group", "USR1-to-agent", "TERM-to-workers"])
 def test_a_stop_signal_ends_with_a_complete_checkpoint_and_exit_75(tmp_path_factory, target, sig):
     root = tmp_path_factory.mktemp(f"{target}-{sig.name}")
     run_dir = root / "run"

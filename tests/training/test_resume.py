@@ -100,6 +100,19 @@ def test_a_damaged_newest_checkpoint_is_skipped_named_and_set_aside(reference_ru
     assert final_state(run_dir) == final_state(reference)
 
 
+@pytest.mark.distributed
+def test_two_ranks_agree_to_skip_a_damaged_checkpoint(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    truncate_largest_shard(run_dir / "checkpoints" / checkpoint.step_dir_name(STEPS))
+    done = run_workers(TRAIN, 2, tiny(run_dir, cache), timeout=150)   # DP=2 resumes a DP=1 checkpoint
+    assert done.stdout.count("does not load") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"resumed from {run_dir / 'checkpoints' / checkpoint.step_dir_name(2)}" in done.stdout
+    assert [s for s, _ in checkpoint.complete_checkpoints(run_dir / "checkpoints")] == [2, STEPS]
+    assert (run_dir / "checkpoints" / f"{checkpoint.DAMAGED_PREFIX}{STEPS:08d}").is_dir()
+
+
 def test_when_no_complete_checkpoint_loads_the_run_stops_naming_each(reference_run, tmp_path):
     reference, cache = reference_run
     run_dir = tmp_path / "run"
