@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.step_overhead
+	$(PY) -m benchmarks.attention
 	$(PY) -m benchmarks.logprob_memory
 
 # HF -> Megatron -> RE-DPO on noisy real pairs -> HF -> generate; tens of minutes on 2 cores, not in `test`.

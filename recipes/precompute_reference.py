@@ -9,7 +9,7 @@ The reference is the policy at initialisation: model.init_from's weights, or the
 with reference_chosen / reference_rejected added; a data.validation_fraction hold-out becomes its
 own file), DIR/truth.json when the data has one, and DIR/reference_logps.json (what the sums were
 computed with; training checks it), then prints the overrides that train on them. Exit codes: 0
-done; 2 invalid config or no +out.
+done; 2 invalid config, no +out or invalid data (one line, no traceback; NEMO_REPO_DEBUG=1 shows it).
 """
 
 import sys
@@ -18,8 +18,10 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.data.validate import DataValidationError
 from nemo_repo.training.config import ConfigError, validate
 from nemo_repo.training.distenv import distributed_env
+from recipes.errors import invalid_input
 
 
 def training_overrides(out: str, settings, record: dict) -> list[str]:
@@ -47,12 +49,13 @@ def main(cfg: DictConfig) -> None:
             raise ConfigError(f"objective {settings.objective.name!r} uses no reference model: "
                               "nothing to precompute")
     except ConfigError as error:
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(invalid_input(error, "config error", env.rank == 0))
     from nemo_repo.training.reference import PROVENANCE_FILE, precompute_reference
 
-    record = precompute_reference(settings, out)
+    try:
+        record = precompute_reference(settings, out)
+    except DataValidationError as error:
+        sys.exit(invalid_input(error, "data error", env.rank == 0))
     if env.rank == 0:
         counts = ", ".join(f"{out}/{name} ({record['pairs'][split]} pairs)"
                            for split, name in record["files"].items())

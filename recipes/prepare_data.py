@@ -15,7 +15,9 @@
     python -m recipes.prepare_data multipref --input MultiPref-Train.jsonl \\
         --out data/multipref/train.jsonl [--groups normal expert]
 
-Exit codes: 0 ok, 1 invalid data (strict mode), 2 invalid settings.
+Exit codes: 0 ok; 2 invalid settings or invalid data (a bad row with --strict, a file that cannot
+be read, no valid pair, ...: one line naming file, row and field; NEMO_REPO_DEBUG=1 shows the
+traceback); 1 an unreadable MultiPref input.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from nemo_repo.data.synthetic import SyntheticConfig, write_synthetic
+from recipes.errors import invalid_input
 
 
 def _synthetic(args) -> int:
@@ -83,13 +86,11 @@ def _check(args) -> int:
     try:
         config = build_data_config(_data_section(args))
     except (KeyError, TypeError, ValueError) as error:
-        print(f"invalid data settings: {error}", file=sys.stderr)
-        return 2
+        return invalid_input(error, "invalid data settings")
     try:
         data = PreferenceData(config, args.micro_batch_size, args.global_batch_size)
     except DataValidationError as error:
-        print(f"invalid data: {error}", file=sys.stderr)
-        return 1
+        return invalid_input(error, "invalid data")
     print(data.report)
     print(f"annotators ({len(data.annotators)}): {', '.join(data.annotators.ids()[:20])}")
     if args.report_json:

@@ -7,8 +7,11 @@
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
 (start the same command again to resume); 2 invalid config (model.reference=precomputed: also
-rows without reference sums, or sums precomputed with other settings); 1 any other failure
-(e.g. complete checkpoints exist but none loads). Under torchrun use `python -m recipes.torchrun`
+rows without reference sums, or sums precomputed with other settings) or invalid data (a
+DataValidationError naming file, row and field: data.strict=true and a bad row, a file that cannot
+be read, no valid pair, more skipped rows than data.max_skipped_fraction, ...), printed as one
+line without a traceback (NEMO_REPO_DEBUG=1 shows it); 1 any other failure (e.g. complete
+checkpoints exist but none loads: one line). Under torchrun use `python -m recipes.torchrun`
 (same arguments) for these codes to reach the caller: plain torchrun exits 1.
 """
 
@@ -18,8 +21,10 @@ import hydra
 from omegaconf import DictConfig
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.data.validate import DataValidationError
 from nemo_repo.training.config import ConfigError, validate
 from nemo_repo.training.distenv import distributed_env
+from recipes.errors import invalid_input
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -28,18 +33,16 @@ def main(cfg: DictConfig) -> None:
     try:
         settings = validate(cfg, env.world_size, build_data=build_data_config)
     except ConfigError as error:
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(invalid_input(error, "config error", env.rank == 0))
     from nemo_repo.training.checkpoint import CheckpointError   # heavy imports only after validation
     from nemo_repo.training.loop import run_training
 
     try:
         code = run_training(settings)
     except ConfigError as error:   # found once the data is read (e.g. precomputed sums missing)
-        if env.rank == 0:
-            print(f"config error: {error}", file=sys.stderr)
-        code = 2
+        code = invalid_input(error, "config error", env.rank == 0)
+    except DataValidationError as error:
+        code = invalid_input(error, "data error", env.rank == 0)
     except CheckpointError as error:   # every complete checkpoint failed to load
         if env.rank == 0:
             print(f"checkpoint error: {error}", file=sys.stderr)

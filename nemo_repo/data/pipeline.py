@@ -24,12 +24,13 @@ import numpy as np
 from nemo_repo.data.assets import default_cache_dir
 from nemo_repo.data.batch import PreferenceBatch
 from nemo_repo.data.packing import Collator
-from nemo_repo.data.readers import Source, read_source, row_kind
+from nemo_repo.data.readers import FORMATS, Source, read_source, row_kind
 from nemo_repo.data.sampler import PreferenceSampler, StepPlan
 from nemo_repo.data.synthetic import TRUTH_FILE, SyntheticConfig, load_truth, write_synthetic
 from nemo_repo.data.tokenize import (PairEncoder, TokenizedSplit, TokenizeSettings, cache_key, cached,
                                      load_tokenizer, tokenize_examples, tokenizer_fingerprint)
-from nemo_repo.data.validate import FIELDS, DataReport, SplitReport, validate_records
+from nemo_repo.data.validate import (FIELDS, TOO_FEW_PAIRS, DataReport, DataValidationError, SplitReport,
+                                     file_error, require_pairs, validate_records)
 from nemo_repo.reliability import AnnotatorIndex
 
 SPLITS = ("train", "validation")
@@ -52,6 +53,7 @@ class DataConfig:
     chat_template: str = "auto"            # auto (use the tokenizer's if it has one) | never
     append_eos: bool = True                # plain concatenation only
     strict: bool = False                   # raise on the first bad row, else skip and count
+    max_skipped_fraction: float | None = None   # refuse data skipping more (per split); null: warn > 5%
     packing: bool = False
     pack_length: int | None = None         # packed row length (default 2 * max_length)
     pad_to_multiple_of: int = 8
@@ -63,6 +65,11 @@ class DataConfig:
     synthetic: dict | None = None          # SyntheticConfig fields: generate the benchmark instead
 
     def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"data.format must be one of {FORMATS}, got '{self.format}'")
+        if self.max_skipped_fraction is not None and not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"data.max_skipped_fraction must lie in [0, 1] (or be null), "
+                             f"got {self.max_skipped_fraction}")
         unknown = sorted(set(self.columns) - set(FIELDS))
         if unknown:
             raise ValueError(f"data.columns: unknown field(s) {unknown}; valid: {list(FIELDS)}")
@@ -134,18 +141,21 @@ def _distributed():
 
 
 def prepare_split(source: Source, config: DataConfig, encoder: PairEncoder, tokenizer_path: str,
-                  cache_root: Path) -> tuple[TokenizedSplit, SplitReport, bool]:
-    """Read + validate + tokenize one source, through the cache. Returns (split, report, hit)."""
+                  cache_root: Path, reference: bool = False) -> tuple[TokenizedSplit, SplitReport, bool]:
+    """Read + validate + tokenize one source, through the cache. Returns (split, report, hit).
+    `reference`: read the precomputed reference sums (else those columns are ignored)."""
     key = cache_key(source.fingerprint(), tokenizer_fingerprint(tokenizer_path),
-                    dataclasses.asdict(config.tokenize_settings()), config.column_map, config.strict)
+                    dataclasses.asdict(config.tokenize_settings()), config.column_map, config.strict,
+                    reference)
 
     def build():
         report = SplitReport(files=[source.path])
         kind = row_kind(source.resolved_format())
         examples = validate_records(source.path, kind, read_source(source), config.column_map,
-                                    report, config.strict)
+                                    report, config.strict, reference)
         split = tokenize_examples(examples, encoder, source.path, kind, config.column_map,
                                   report, config.strict)
+        require_pairs(report)
         return split, report
 
     return cached(cache_root / "tokenized" / key, build)
@@ -203,16 +213,22 @@ class PreferenceData:
     `annotators`: the AnnotatorIndex of every annotator id in the data, training ids in file order
     first, then validation-only ids; complete once constructed (size a ReliabilityState from it).
     Each pair's position in it is fixed here; the index is append-only, so restoring a checkpoint
-    into it (ReliabilityState.load_state_dict) never moves them."""
+    into it (ReliabilityState.load_state_dict) never moves them. `reference`: read and validate the
+    precomputed reference sums (model.reference=precomputed); otherwise those columns are ignored.
+    Every data problem raises DataValidationError (see validate.py), also the split-level ones
+    checked here: a split without a valid pair, fewer training pairs than one global batch, more
+    skipped rows than data.max_skipped_fraction (without it: a warning in the report above 5%)."""
 
     def __init__(self, config: DataConfig, micro_batch_size: int, global_batch_size: int,
-                 dp_rank: int = 0, dp_size: int = 1):
+                 dp_rank: int = 0, dp_size: int = 1, reference: bool = False):
         config = materialize_synthetic(config)
         self.config = config
         self.micro_batch_size, self.dp_rank, self.dp_size = micro_batch_size, dp_rank, dp_size
         self.collator = config.collator()
         self.report = DataReport()
-        self.splits = self._prepare(config)
+        self.splits = self._prepare(config, reference)
+        self._check_sizes(global_batch_size)
+        self.report.check_skipped(config.max_skipped_fraction)
         self.annotators = AnnotatorIndex()
         self._annotator_index = {name: np.array([self.annotators.index(a) for a in split.annotator_ids],
                                                 dtype=np.int64)
@@ -224,7 +240,7 @@ class PreferenceData:
         self.truth = load_truth(config.truth) if config.truth else self._default_truth()   # or None
 
     # ---------------------------------------------------------------- preparation
-    def _prepare(self, config: DataConfig) -> dict[str, TokenizedSplit]:
+    def _prepare(self, config: DataConfig, reference: bool) -> dict[str, TokenizedSplit]:
         tokenizer = load_tokenizer(config.tokenizer)
         self.tokenizer = tokenizer
         encoder = PairEncoder(tokenizer, config.tokenize_settings())
@@ -232,26 +248,31 @@ class PreferenceData:
         sources = {"train": Source(config.train, config.format, config.train_split)}
         if config.validation:
             sources["validation"] = Source(config.validation, config.format, config.validation_split)
+
+        def prepare_all():
+            return {name: prepare_split(source, config, encoder, config.tokenizer, cache_root, reference)
+                    for name, source in sources.items()}
+
         dist = _distributed()
         if dist is None:
-            prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
-                        for name, source in sources.items()}
+            prepared = prepare_all()
         else:   # rank 0 fills the cache; the others then load it (or raise rank 0's error too)
             prepared, failure = {}, [None]
             if dist.get_rank() == 0:
                 try:
-                    prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
-                                for name, source in sources.items()}
+                    prepared = prepare_all()
                 except Exception as error:
-                    failure = [f"{type(error).__name__}: {error}"]
+                    failure = [error if isinstance(error, DataValidationError)
+                               else f"{type(error).__name__}: {error}"]
                     dist.broadcast_object_list(failure, src=0)
                     raise
             dist.broadcast_object_list(failure, src=0)
+            if isinstance(failure[0], DataValidationError):
+                raise failure[0]
             if failure[0] is not None:
                 raise RuntimeError(f"data preparation failed on rank 0: {failure[0]}")
             if dist.get_rank() != 0:
-                prepared = {name: prepare_split(source, config, encoder, config.tokenizer, cache_root)
-                            for name, source in sources.items()}
+                prepared = prepare_all()
         splits = {}
         for name, (split, report, hit) in prepared.items():
             self.report.splits[name] = report
@@ -265,6 +286,21 @@ class PreferenceData:
             splits["train"], splits["validation"] = full.subset(train_rows), full.subset(validation_rows)
             self.report.batching["held_out_validation_pairs"] = len(validation_rows)
         return splits
+
+    def _check_sizes(self, global_batch_size: int) -> None:
+        """At least one global batch of training pairs and one validation pair."""
+        train = self.splits["train"]
+        if len(train) < global_batch_size:
+            raise file_error(train.file, TOO_FEW_PAIRS,
+                             f"{len(train)} training pairs, fewer than one global batch of "
+                             f"{global_batch_size} (parallel.global_batch_size)"
+                             + (f" after holding out data.validation_fraction="
+                                f"{self.config.validation_fraction}" if self.config.validation_fraction else "")
+                             + f"; {self.report.splits['train'].summary()}")
+        if "validation" in self.splits and not len(self.splits["validation"]):
+            raise file_error(train.file, TOO_FEW_PAIRS,
+                             f"data.validation_fraction={self.config.validation_fraction} of "
+                             f"{len(train)} pairs holds out no pair: raise it")
 
     def _batching_summary(self, sampler: PreferenceSampler) -> dict:
         """Sampler counts and the padding fraction of epoch 0 (all ranks) either way."""

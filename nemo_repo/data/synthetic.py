@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo_repo.data.validate import CORRUPT_FILE, file_error
+
 TRUTH_FILE = "truth.json"
 
 
@@ -139,4 +141,13 @@ def write_synthetic(out_dir: str | Path, config: SyntheticConfig = SyntheticConf
 
 
 def load_truth(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """truth.json; DataValidationError naming it when it is unreadable or not of this format."""
+    try:
+        truth = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise file_error(path, CORRUPT_FILE, f"cannot read the ground truth (truth.json): {error}") from None
+    lists = ("flipped_ids", "validation_flipped_ids")
+    if not isinstance(truth, dict) or not all(isinstance(truth.get(k, []), list) for k in lists):
+        raise file_error(path, CORRUPT_FILE, f"the ground truth must be a JSON object whose {' and '.join(lists)} "
+                         f"are lists of pair ids")
+    return truth

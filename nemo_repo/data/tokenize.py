@@ -13,7 +13,9 @@ Sequence = prompt tokens + completion tokens; only completion tokens carry loss 
 Truncation (max_length bounds each sequence, prompt + response): "truncate" cuts the prompt from
 the left first, but not below max_prompt_length tokens (default max_length // 2, so a long
 response cannot erase the prompt), then both responses from the right; "drop" skips the pair as
-a `too_long` error. Every cut is counted in the SplitReport.
+a `too_long` error. Every cut is counted in the SplitReport. A row that cannot be rendered or
+tokenized (conversational without a chat template, a template that raises or does not render the
+prompt as a prefix, a tokenizer error) is a RowError as well, naming its file and row.
 Precomputed reference log-prob sums (optional row columns) are carried through as given: they are
 only valid for the token sequences they were computed on, i.e. the same tokenizer and these same
 truncation settings (recipes/precompute_reference.py records both; training checks them).
@@ -31,8 +33,10 @@ from typing import Sequence
 import numpy as np
 
 from nemo_repo.data.batch import TokenizedPair
-from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, TOO_LONG, DataValidationError,
-                                     PreferenceExample, RowError, SplitReport)
+from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, NO_CHAT_TEMPLATE, TEMPLATE_ERROR,
+                                     NOT_FOUND, TEMPLATE_MISMATCH, TOKENIZER_ERROR, TOO_LONG, UNREADABLE,
+                                     DataValidationError, PreferenceExample, RowError, SplitReport,
+                                     file_error)
 
 CACHE_VERSION = 2          # 2: precomputed reference sums (reference.npy)
 ENCODE_CHUNK = 1024        # rows per batched tokenizer call
@@ -66,9 +70,19 @@ class TokenizeSettings:
 
 
 def load_tokenizer(path: str):
+    """The Hugging Face tokenizer in the local folder `path` (data.tokenizer); DataValidationError
+    naming it when it is missing or holds no loadable tokenizer (never a hub download)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.path.expanduser(path))
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise file_error(path, NOT_FOUND, "data.tokenizer must be a local tokenizer folder; this one "
+                         "does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:   # transformers raises OSError / ValueError / KeyError / ...
+        raise file_error(path, UNREADABLE, f"data.tokenizer: no loadable tokenizer in this folder: "
+                         f"{type(error).__name__}: {error}") from None
 
 
 def tokenizer_fingerprint(path: str) -> str:
@@ -79,6 +93,14 @@ def tokenizer_fingerprint(path: str) -> str:
         if file.is_file() and (file.name.lower().startswith(_TOKENIZER_FILES) or file.suffix == ".model"):
             digest.update(file.name.encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
+
+
+class PairProblem(ValueError):
+    """Why one pair cannot be encoded or fitted: (logical field or None, reason, detail)."""
+
+    def __init__(self, field_name: str | None, reason: str, detail: str):
+        super().__init__(detail)
+        self.field, self.reason, self.detail = field_name, reason, detail
 
 
 class PairEncoder:
@@ -92,34 +114,42 @@ class PairEncoder:
         if settings.append_eos and not self.use_template and self.eos is None:
             raise ValueError("data.append_eos is set but the tokenizer defines no eos_token")
 
+    def _render(self, messages: list[dict], **options) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, **options)
+        except Exception as error:   # templates raise what they like (jinja TemplateError, ...)
+            raise PairProblem("prompt", TEMPLATE_ERROR, f"the chat template raised "
+                              f"{type(error).__name__}: {error}") from None
+
     def _template_texts(self, example: PreferenceExample) -> tuple[str, str, str]:
         prompt = (example.prompt if example.conversational
                   else [{"role": "user", "content": example.prompt}])
-        render = self.tokenizer.apply_chat_template
-        prompt_text = render(prompt, tokenize=False, add_generation_prompt=True)
+        prompt_text = self._render(prompt, add_generation_prompt=True)
         completions = []
         for name in ("chosen", "rejected"):
             response = getattr(example, name)
             if isinstance(response, str):
                 response = [{"role": "assistant", "content": response}]
-            full = render(prompt + response, tokenize=False)
+            full = self._render(prompt + response)
             if not full.startswith(prompt_text):
-                raise ValueError(f"row {example.row}: the chat template does not render the prompt "
-                                 f"turns as a prefix of the conversation ({name}); cannot separate "
-                                 f"prompt from completion (try data.chat_template=never with plain rows)")
+                raise PairProblem(name, TEMPLATE_MISMATCH,
+                                  "the chat template does not render the prompt turns as a prefix of "
+                                  "the conversation, so prompt and completion cannot be separated "
+                                  "(plain rows with data.chat_template=never avoid the template)")
             completions.append(full[len(prompt_text):])
         return prompt_text, completions[0], completions[1]
 
     def texts(self, example: PreferenceExample) -> tuple[str, str, str]:
+        """(prompt, chosen, rejected) texts; PairProblem when the row cannot be rendered."""
         if self.use_template:
             return self._template_texts(example)
         if example.conversational:
-            raise ValueError("conversational rows need a tokenizer with a chat template "
-                             "(data.chat_template=auto and tokenizer.chat_template set)")
+            raise PairProblem("prompt", NO_CHAT_TEMPLATE,
+                              "a conversational row needs a tokenizer with a chat template "
+                              "(data.chat_template=auto and tokenizer.chat_template set)")
         return example.prompt, example.chosen, example.rejected
 
-    def encode(self, examples: Sequence[PreferenceExample]) -> list[tuple[list[int], list[int], list[int]]]:
-        texts = [self.texts(example) for example in examples]
+    def encode_texts(self, texts: Sequence[tuple[str, str, str]]) -> list[tuple[list[int], list[int], list[int]]]:
         if not texts:
             return []
         encode = self.tokenizer
@@ -129,24 +159,40 @@ class PairEncoder:
         tail = [self.eos] if self.eos is not None else []
         return [(list(p), list(c) + tail, list(r) + tail) for p, c, r in zip(prompts, chosen, rejected)]
 
+    def encode(self, examples: Sequence[PreferenceExample]) -> list:
+        """Per example: its token lists, or the PairProblem that stops it. One batched tokenizer
+        call; when that raises, the texts are encoded one by one to find the row at fault."""
+        texts = []
+        for example in examples:
+            try:
+                texts.append(self.texts(example))
+            except PairProblem as problem:
+                texts.append(problem)
+        good = [t for t in texts if not isinstance(t, PairProblem)]
+        try:
+            encoded = iter(self.encode_texts(good))
+        except Exception:   # tokenizers raise TypeError / their own errors on odd text
+            encoded = iter([self._encode_one(t) for t in good])
+        return [t if isinstance(t, PairProblem) else next(encoded) for t in texts]
 
-class TooLong(ValueError):
-    def __init__(self, field_name: str, detail: str):
-        super().__init__(detail)
-        self.field, self.detail = field_name, detail
+    def _encode_one(self, text: tuple[str, str, str]):
+        try:
+            return self.encode_texts([text])[0]
+        except Exception as error:
+            return PairProblem(None, TOKENIZER_ERROR, f"the tokenizer raised {type(error).__name__}: {error}")
 
 
 def fit_length(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int,
                truncation: str, prompt_floor: int = 1) -> tuple[tuple[list[int], list[int], list[int]], list[str]]:
-    """Apply the truncation policy; returns the fitted lists and the parts cut. Raises TooLong
-    (policy "drop") when a sequence is longer than max_length."""
+    """Apply the truncation policy; returns the fitted lists and the parts cut. Raises
+    PairProblem (policy "drop") when a sequence is longer than max_length."""
     longest = len(prompt) + max(len(chosen), len(rejected))
     if longest <= max_length:
         return (prompt, chosen, rejected), []
     if truncation == "drop":
         name = "chosen" if len(chosen) >= len(rejected) else "rejected"
-        raise TooLong(name, f"prompt + {name} is {longest} tokens, more than max_length "
-                               f"{max_length} (truncation=drop)")
+        raise PairProblem(name, TOO_LONG, f"prompt + {name} is {longest} tokens, more than "
+                                          f"max_length {max_length} (truncation=drop)")
     cut = []
     prompt_cut = min(longest - max_length, len(prompt) - max(prompt_floor, 1))
     if prompt_cut > 0:
@@ -242,6 +288,8 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
     for example, encoded in zip(examples, encoded_rows):
         error = None
         try:
+            if isinstance(encoded, PairProblem):
+                raise encoded
             (prompt, chosen, rejected), cut = fit_length(*encoded, settings.max_length, settings.truncation,
                                                          settings.prompt_floor)
             if not prompt or not chosen or not rejected:
@@ -251,9 +299,9 @@ def tokenize_examples(examples: Sequence[PreferenceExample], encoder: PairEncode
             elif chosen == rejected:
                 error = RowError(file, example.row, row_kind, columns["rejected"], IDENTICAL_RESPONSES,
                                  "identical to chosen after tokenization/truncation")
-        except TooLong as too_long:
-            error = RowError(file, example.row, row_kind, columns[too_long.field], TOO_LONG,
-                             too_long.detail)
+        except PairProblem as problem:
+            error = RowError(file, example.row, row_kind, problem.field and columns[problem.field],
+                             problem.reason, problem.detail)
         if error is not None:
             if strict:
                 raise DataValidationError(error)

@@ -4,6 +4,7 @@ Presets hold the true architecture of the published checkpoints (from their HF c
 weights converted with megatron-bridge load into them; `tiny_*` are CPU-sized for tests and demos.
 """
 
+import copy
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -36,8 +37,11 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     dtype: str = "fp32"                   # fp32 | bf16
+    core_attention: str = "sdpa"          # local spec: sdpa (torch fused) | unfused (megatron's)
 
     def __post_init__(self):
+        if self.core_attention not in ("sdpa", "unfused"):
+            raise ValueError(f"ModelConfig.core_attention must be sdpa or unfused, got {self.core_attention!r}")
         if self.normalization not in ("RMSNorm", "LayerNorm"):
             raise ValueError(f"ModelConfig.normalization must be RMSNorm or LayerNorm, got {self.normalization!r}")
         if self.activation not in ("swiglu", "gelu"):
@@ -146,4 +150,10 @@ def layer_spec(model: ModelConfig):
 
     if have_transformer_engine():
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    return gpt_layer_specs.get_gpt_layer_local_spec(normalization=model.normalization)
+    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=model.normalization)
+    if model.core_attention == "sdpa":
+        from nemo_repo.model.attention import SDPADotProductAttention
+
+        spec = copy.deepcopy(spec)   # megatron may hand out a shared spec object
+        spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
+    return spec

@@ -224,6 +224,9 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
         raise
     except (TypeError, ValueError, KeyError) as error:
         raise ConfigError(str(error)) from error
+    if build_data and data.synthetic is None and not data.validation and not data.validation_fraction:
+        raise ConfigError("training evaluates on a validation split: set data.validation (a file, "
+                          "or the DatasetDict split data.validation_split) or data.validation_fraction")
     settings = Settings(
         run=build(RunSettings, "run", {k: run[k] for k in ("dir", "seed", "device")}),
         train=build(TrainSettings, "train", train),

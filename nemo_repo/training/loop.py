@@ -51,11 +51,6 @@ def true_label_accuracy(per_pair: dict, label_correct) -> float | None:
     return sum(hits) / max(len(hits), 1)
 
 
-def _write_config(run_dir: Path, resolved: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-
-
 class Trainer:
     """Builds everything from validated Settings; `run()` returns the process exit code."""
 
@@ -68,7 +63,8 @@ class Trainer:
 
         self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                                    settings.parallel.global_batch_size,
-                                   parallel_state.get_data_parallel_rank(), self.layout["dp"])
+                                   parallel_state.get_data_parallel_rank(), self.layout["dp"],
+                                   reference=settings.reference == "precomputed")
         if self.data.vocab_size > settings.model.vocab_size:
             raise ConfigError(f"the tokenizer ({settings.data.tokenizer}) has {self.data.vocab_size} "
                               f"tokens but model {settings.model.name} only {settings.model.vocab_size}: "
@@ -132,6 +128,12 @@ class Trainer:
                 metrics["true_label_accuracy"] = accuracy
         return metrics
 
+    def _write_run_files(self) -> None:
+        """Rank 0, at the start of run(): the resolved config and the data report."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.settings.resolved, sort_keys=False))
+        self.data.report.log_to(self.run_dir)   # printed, and run_dir/data_report.json
+
     def log_eta(self, logger: MetricsLogger) -> None:
         names = self.data.annotators.ids()
         eta = self.reliability.eta.tolist()
@@ -151,7 +153,7 @@ class Trainer:
         train, log_cfg, ckpt = settings.train, settings.logging, settings.checkpoint
         self.maybe_resume()
         rank0 = _is_logging_rank()
-        on_rank_zero(_write_config, self.run_dir, settings.resolved)   # fails on every rank at once
+        on_rank_zero(self._write_run_files)   # if rank 0 cannot, every rank raises at once
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
                                tensorboard=log_cfg.tensorboard, progress=log_cfg.progress,
                                log_interval=log_cfg.log_interval)

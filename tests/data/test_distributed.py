@@ -1,4 +1,5 @@
-"""Two DP ranks under torchrun: one tokenization (rank 0), the same global batches as one process."""
+"""Two DP ranks under torchrun: one tokenization (rank 0), the same global batches as one process;
+rank 0's data error raised on every rank."""
 
 import json
 
@@ -25,3 +26,14 @@ def test_two_ranks_share_the_cache_and_split_each_global_batch(tmp_path):
         whole = [i for b in single.sampler.next_step() for i in b.pair_index.tolist()]
         assert [i for r in ranks for mb in r["steps"][step] for i in mb] == whole
     assert [i for r in ranks for mb in r["eval"] for i in mb] == list(range(10))
+
+
+@pytest.mark.distributed
+def test_a_data_error_on_rank_0_is_raised_on_every_rank(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1 + 2 =", "chosen": " 3", "rejected": " 4"}\n'
+                   '{"prompt": "1 + 1 =", "chosen": 2, "rejected": " 3"}\n')
+    run_workers(WORKER, 2, [tmp_path, tmp_path / "cache", bad], timeout=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    expected = f"{bad}, line 2, field 'chosen': expected a string or a list of messages, got int [wrong_type]"
+    assert ranks[0] == ranks[1] == {"error": expected, "reason": "wrong_type"}

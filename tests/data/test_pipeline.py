@@ -89,7 +89,7 @@ def test_prepare_data_cli(tmp_path, capsys):
     broken.write_text(open(out / "train.jsonl").read() + '{"prompt": "1 + 1 =", "chosen": " 2"}\n')
     common = ["check", "--train", str(broken), "--tokenizer", str(out / "tokenizer"),
               "--cache-dir", str(tmp_path / "cache"), "--max-length", "16"]
-    assert prepare_data(common + ["--strict"]) == 1
+    assert prepare_data(common + ["--strict"]) == 2
     assert f"{broken}, line 65, field 'rejected'" in capsys.readouterr().err
     report = tmp_path / "report.json"
     assert prepare_data(common + ["--report-json", str(report)]) == 0

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from nemo_repo.data.readers import Source, read_source, row_kind
-from nemo_repo.data.validate import SplitReport, validate_records
+from nemo_repo.data.validate import DataValidationError, SplitReport, validate_records
 
 COLUMNS = {"prompt": "question", "chosen": "good", "rejected": "bad", "annotator_id": "worker",
            "id": "uid"}
@@ -88,13 +88,43 @@ def test_conversational_shapes_normalise_to_the_same_pair(tmp_path, fmt):
         assert example.rejected == [{"role": "assistant", "content": "Go away."}]
 
 
-def test_held_out_json_detected_by_content_and_hub_names(tmp_path):
-    path = tmp_path / "rows.json"
-    path.write_text("".join(json.dumps(r) + "\n" for r in PLAIN))   # JSONL in a .json file
-    assert Source(str(path)).resolved_format() == "jsonl"
+@pytest.mark.parametrize("name,content,detected", [
+    ("rows.json", "".join(json.dumps(r) + "\n" for r in PLAIN), "jsonl"),      # JSONL in a .json file
+    ("rows.jsonl", json.dumps(PLAIN, indent=1), "json"),                       # a JSON list in .jsonl
+    ("rows.txt", json.dumps(PLAIN), "json"),                                   # a one-line list
+    ("rows.json", "\ufeff" + json.dumps(PLAIN[0]) + "\n", "jsonl"),            # a BOM is skipped
+    ("rows.json", '{"question": \n' + "".join(json.dumps(r) + "\n" for r in PLAIN), "jsonl"),  # broken row 1
+    ("rows.json", json.dumps(PLAIN[0], indent=1), "json"),                     # a pretty-printed object
+])
+def test_json_or_jsonl_is_detected_by_content(tmp_path, name, content, detected):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    assert Source(str(path)).resolved_format() == detected
+
+
+def test_a_bom_is_skipped_and_a_json_object_document_is_named(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in PLAIN).encode())
+    _, examples, report = load(path, COLUMNS)
+    assert [e.row for e in examples] == [1, 2] and not report.errors
+    document = tmp_path / "object.json"
+    document.write_text(json.dumps({"rows": PLAIN}, indent=1))
+    with pytest.raises(DataValidationError, match=r"object.json: a JSON document must be a list"):
+        load(document, COLUMNS)
+    parquet = write(tmp_path, "parquet", PLAIN[:1])
+    renamed = parquet.rename(tmp_path / "pairs.jsonl")     # Parquet content wins over the name
+    assert Source(str(renamed)).resolved_format() == "parquet"
+
+
+def test_hub_names_only_when_nothing_local_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
     assert Source("someorg/somedata").resolved_format() == "hf_hub"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        Source(str(tmp_path / "missing.jsonl")).resolved_format()
+    assert Source("data/train", "hf_hub").resolved_format() == "hf_hub"     # explicit: the hub
+    for missing in ("data/train", "someorg/train.jsonl", "a/b/c", "missing.jsonl", "./org/name"):
+        with pytest.raises(DataValidationError, match=r"does not exist \(absolute: ") as raised:
+            Source(missing).resolved_format()
+        assert raised.value.error.file == missing and raised.value.error.reason == "not_found"
 
 
 def test_fingerprint_changes_when_the_file_changes(tmp_path):

@@ -38,7 +38,8 @@ LINES = [
 
 def validate_file(path, strict):
     report = SplitReport(files=[str(path)])
-    kept = validate_records(str(path), "line", read_source(Source(str(path))), COLUMNS, report, strict)
+    kept = validate_records(str(path), "line", read_source(Source(str(path))), COLUMNS, report, strict,
+                            reference=True)
     return kept, report
 
 
@@ -62,6 +63,17 @@ def test_rows_without_any_reference_sums_are_fine(tmp_path):
     assert len(kept) == 3 and all(e.reference_chosen is None and e.reference_rejected is None for e in kept)
 
 
+def test_reference_columns_are_ignored_unless_the_run_reads_them(tmp_path):
+    path = tmp_path / "half.jsonl"    # sums on lines 2, 4, 6 only
+    path.write_text("\n".join(row(i) if i % 2 else row(i, ref_c=..., ref_r=...) for i in range(6)) + "\n")
+    report = SplitReport(files=[str(path)])
+    kept = validate_records(str(path), "line", read_source(Source(str(path))), COLUMNS, report, strict=True)
+    assert len(kept) == 6 and all(e.reference_chosen is None for e in kept)   # model.reference=model
+    kept, report = validate_file(path, strict=False)                          # precomputed
+    assert [e.row for e in kept] == [2, 4, 6] and report.skipped == {"reference_partial": 3}
+    assert str(report.errors[0]).startswith(f"{path}, line 1, field 'ref_c': missing, while 3 of 6")
+
+
 @pytest.fixture(scope="module")
 def with_references(tmp_path_factory):
     """The synthetic benchmark with made-up reference sums (pair i: -i/8, -i/8 - 1) in both splits."""
@@ -83,7 +95,8 @@ def load(root, tokenizer, **extra):
                "cache_dir": str(root / "cache"), **extra}
     if not extra.get("validation_fraction"):
         section["validation"] = str(root / "validation.jsonl")
-    return PreferenceData(build_data_config(section), micro_batch_size=4, global_batch_size=8)
+    return PreferenceData(build_data_config(section), micro_batch_size=4, global_batch_size=8,
+                          reference=True)
 
 
 def assert_batch_carries(data, split, batch, sums):

@@ -8,7 +8,8 @@ from transformers import PreTrainedTokenizerFast
 
 from nemo_repo.data.batch import TokenizedPair, collate_padded
 from nemo_repo.data.readers import Source
-from nemo_repo.data.tokenize import PairEncoder, TokenizeSettings, cached, fit_length, tokenize_examples
+from nemo_repo.data.tokenize import (PairEncoder, PairProblem, TokenizeSettings, cached, fit_length,
+                                     tokenize_examples)
 from nemo_repo.data.validate import DataValidationError, PreferenceExample, SplitReport
 
 WORDS = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
@@ -70,8 +71,8 @@ def test_plain_concatenation_adds_bos_and_masked_eos():
     assert c == ids(tok, "good answer") + [3] and r == ids(tok, "bad") + [3]
     batch = collate_padded([TokenizedPair(p, c, r, 0, 0)])
     assert completion_tokens(batch, 0) == c                    # EOS is in the loss mask
-    with pytest.raises(ValueError, match="chat template"):
-        encoder.encode([example([{"role": "user", "content": "hello"}], "a", "b")])
+    problem, = encoder.encode([example([{"role": "user", "content": "hello"}], "a", "b")])
+    assert isinstance(problem, PairProblem) and problem.reason == "no_chat_template"
 
 
 def test_truncation_cuts_prompt_left_then_responses_right():
@@ -110,6 +111,23 @@ def test_counts_and_errors_per_policy():
     tokenize_examples([example("a", " good answer c d", " good answer c d e")],
                       PairEncoder(tok, TokenizeSettings(max_length=5)), "f", "line", COLUMNS, report, False)
     assert report.skipped == {"identical_responses": 1}
+
+
+def test_rows_that_cannot_be_rendered_or_encoded_are_named_not_fatal():
+    """A text the tokenizer rejects (here a lone surrogate, which validation normally stops
+    first) and a conversational row without a chat template: row errors, the rest is kept."""
+    tok = make_tokenizer(template=False)
+    rows = [example("hello", " good", " bad", row=1), example("hello \ud800", " good", " bad", row=2),
+            example([{"role": "user", "content": "hello"}], "a", "b", row=3), example("a", " b", " c", row=4)]
+    report = SplitReport()
+    split = tokenize_examples(rows, PairEncoder(tok, TokenizeSettings()), "f.jsonl", "line", COLUMNS,
+                              report, strict=False)
+    assert split.rows == [1, 4] and report.skipped == {"tokenizer_error": 1, "no_chat_template": 1}
+    assert str(report.errors[0]).startswith("f.jsonl, line 2: the tokenizer raised TypeError")
+    assert str(report.errors[1]).startswith("f.jsonl, line 3, field 'prompt': a conversational row needs")
+    with pytest.raises(DataValidationError, match="f.jsonl, line 2: the tokenizer raised"):
+        tokenize_examples(rows, PairEncoder(tok, TokenizeSettings()), "f.jsonl", "line", COLUMNS,
+                          SplitReport(), strict=True)
 
 
 def test_cache_roundtrip(tmp_path):

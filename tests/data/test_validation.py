@@ -35,7 +35,7 @@ LINES = [
     (good(13, annotator_id=1.5), "annotator_id", "wrong_type"),
     (good(14), None, None),
     (good(15, prompt=[{"role": "user", "content": "hi"}], chosen=[{"role": "user", "content": "x"}]),
-     "chosen[0].role", "bad_message"),
+     "chosen[0].role", "bad_role"),
     (good(16, prompt=None, chosen="a"), "prompt", "missing_field"),
 ]
 
@@ -109,3 +109,15 @@ def test_parquet_rows_are_named_by_index(tmp_path):
     assert len(examples) == 1
     assert [(e.row, e.row_kind, e.field, e.reason) for e in report.errors] == [
         (1, "index", "chosen", "missing_field"), (2, "index", "rejected", "identical_responses")]
+
+
+def test_data_errors_travel_between_ranks_intact():
+    """Rank 0 broadcasts a DataValidationError to the other ranks (pickled), which raise it as is."""
+    import pickle
+
+    from nemo_repo.data.validate import RowError, file_error
+    for error in (DataValidationError(RowError("f.jsonl", 3, "line", "chosen", "missing_field", "missing")),
+                  file_error("f.jsonl", "empty_file", "no rows")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is DataValidationError and copy.error == error.error and str(copy) == str(error)
+    assert str(file_error("f.jsonl", "empty_file", "no rows")) == "f.jsonl: no rows [empty_file]"

@@ -11,6 +11,10 @@ from tests.dist import REPO_ROOT, run_workers
 
 WORKER = REPO_ROOT / "tests/model/layout_worker.py"
 LOGP_TOL = 1e-5
+# After 3 Adam steps (lr 1e-2) the layouts' different fp32 reduction orders have been amplified by
+# Adam's normalisation (m / sqrt(v) of near-zero gradients): 1.6e-5 seen at TP=2 on one CPU kind,
+# below 1e-5 on another (the matmul kernels round differently).
+LOGP_TOL_AFTER_TRAINING = 5e-5
 
 pytestmark = pytest.mark.distributed
 
@@ -41,8 +45,9 @@ def test_layout_matches_tp1(results, tag):
     got = ranks[0]
     for key in ("chosen_logp", "rejected_logp"):
         for when in ("pairs0", "pairs_end"):
+            tolerance = LOGP_TOL_AFTER_TRAINING if when == "pairs_end" else LOGP_TOL
             diffs = [abs(a - b) for a, b in zip(ref[when][key], got[when][key], strict=True)]
-            assert max(diffs) <= LOGP_TOL, f"{tag} {when} {key}: max diff {max(diffs):.2e}"
+            assert max(diffs) <= tolerance, f"{tag} {when} {key}: max diff {max(diffs):.2e}"
     assert got["pairs_end"]["pair_index"] == ref["pairs_end"]["pair_index"]
     assert len(got["steps"]) == 3
     for step, (a, b) in enumerate(zip(ref["steps"], got["steps"], strict=True)):

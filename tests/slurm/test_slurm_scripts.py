@@ -28,7 +28,7 @@ _SCRIPT_VARS = {"PYTHON", "GPUS_PER_NODE", "MAX_RESTARTS", "REPO_DIR", "CONTAINE
 
 def tiny(cache_dir, *extra):
     """tests/training/test_resume.py's tiny run (run.dir comes from --run-dir), STEPS steps."""
-    return [f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu", "data.synthetic.n_train=64",
+    return [f"++data.cache_dir={cache_dir}", "recipe=tiny_cpu", "data.synthetic.n_train=64",
             "data.synthetic.n_validation=16", "parallel.micro_batch_size=4",
             "parallel.global_batch_size=8", f"train.max_steps={STEPS}", "train.eval_interval=0",
             "checkpoint.interval=2", "checkpoint.keep_last=2", "logging.progress=false",

@@ -18,7 +18,7 @@ STEPS = 4
 def tiny(run_dir, cache_dir, *extra, steps=STEPS):
     """Overrides of a tiny tiny_cpu run: 64 synthetic pairs, 8 per step, eval / checkpoint / eta
     record every 2 steps. An `extra` override of one of these keys replaces it."""
-    defaults = [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
+    defaults = [f"run.dir={run_dir}", f"++data.cache_dir={cache_dir}", "recipe=tiny_cpu",
                 "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
                 "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
                 f"train.max_steps={steps}", "train.eval_interval=2", "checkpoint.interval=2",

@@ -16,7 +16,7 @@ from tests.training.runs import ok, records, run_module as run
 
 
 def tiny(run_dir, cache_dir, *extra):
-    return [f"run.dir={run_dir}", f"+data.cache_dir={cache_dir}", "recipe=tiny_cpu",
+    return [f"run.dir={run_dir}", f"++data.cache_dir={cache_dir}", "recipe=tiny_cpu",
             "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
             "++data.validation_fraction=0.25", "parallel.micro_batch_size=4",
             "parallel.global_batch_size=8", "train.max_steps=2", "train.eval_interval=0",
