@@ -1,7 +1,8 @@
 """Prepare preference data ahead of training.
 
-    # the synthetic noisy-annotator benchmark (train/validation JSONL, tokenizer/, truth.json)
-    python -m recipes.prepare_data synthetic --out data/synthetic [--n-train 4000] [--seed 0] \\
+    # the synthetic noisy-annotator benchmark (train/validation[/test] JSONL, tokenizer/, truth.json)
+    python -m recipes.prepare_data synthetic --out data/synthetic [--task addition|copy] \\
+        [--n-train 4000] [--n-test 0] [--train-prompts N] [--length 4] [--seed 0] \\
         [--etas 0.95 0.85 0.70 0.55] [--proportions 0.4 0.3 0.2 0.1] [--max-operand 9]
 
     # read + validate + tokenize a data set (fills the cache training uses) and print the report
@@ -31,7 +32,8 @@ from recipes.errors import invalid_input
 def _synthetic(args) -> int:
     config = SyntheticConfig(n_train=args.n_train, n_validation=args.n_validation,
                              max_operand=args.max_operand, etas=tuple(args.etas),
-                             proportions=tuple(args.proportions), seed=args.seed)
+                             proportions=tuple(args.proportions), seed=args.seed, task=args.task,
+                             n_test=args.n_test, train_prompts=args.train_prompts, length=args.length)
     paths = write_synthetic(args.out, config)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -112,6 +114,10 @@ def main(argv=None) -> int:
     synthetic.add_argument("--etas", type=float, nargs="+", default=list(defaults.etas))
     synthetic.add_argument("--proportions", type=float, nargs="+", default=list(defaults.proportions))
     synthetic.add_argument("--seed", type=int, default=defaults.seed)
+    synthetic.add_argument("--task", choices=["addition", "copy"], default=defaults.task)
+    synthetic.add_argument("--n-test", type=int, default=defaults.n_test)
+    synthetic.add_argument("--train-prompts", type=int, default=defaults.train_prompts)
+    synthetic.add_argument("--length", type=int, default=defaults.length)
 
     check = commands.add_parser("check", help="read, validate and tokenize; print the report")
     check.add_argument("--config", help="a data config YAML (conf/data/*.yaml); flags override it")

@@ -14,6 +14,7 @@ from tests.dist import REPO_ROOT, clean_env
 
 OBJECTIVE_TESTS = ["tests/objectives/test_closed_form.py", "tests/objectives/test_re_properties.py"]
 RELIABILITY_TESTS = ["tests/test_reliability.py"]
+ESTIMATOR_TESTS = ["tests/test_reliability_estimators.py"]
 DP_TEST = ["tests/test_reliability.py::test_two_ranks_with_half_batches_equal_one_process_bit_for_bit"]
 
 # name: (file, original snippet, mutated snippet, guarding tests)
@@ -38,6 +39,16 @@ MUTATIONS = {
         "            self.eta = torch.where(labelled, target, self.eta)",
         "            pass",
         RELIABILITY_TESTS),
+    "calibration scale never fitted": (
+        "nemo_repo/reliability.py",
+        "self.scale = self._likelihood_scale(delta, annotator.long(), self.eta)",
+        "pass",
+        ESTIMATOR_TESTS),
+    "holdout pairs not selected for the M-step": (
+        "nemo_repo/reliability.py",
+        "w, index = w[keep], index[keep]",
+        "pass",
+        ESTIMATOR_TESTS),
     "DP reduction skipped": (
         "nemo_repo/reliability.py",
         "dist.all_reduce(sums, group=group)",

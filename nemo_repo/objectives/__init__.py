@@ -30,9 +30,10 @@ class PreferenceLossOutput:
 
 
 def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust: RobustConfig,
-                    eta: Tensor | None = None) -> PreferenceLossOutput:
+                    eta: Tensor | None = None, scale: float = 1.0) -> PreferenceLossOutput:
     """Per-pair loss and diagnostics. `eta` ([B], the reliability of each pair's annotator) is
-    required when robust.mode == "re"; given in another mode, it only yields the diagnostic w."""
+    required when robust.mode == "re"; given in another mode, it only yields the diagnostic w.
+    `scale` is the E-step's calibration of Delta (posterior_weight; 1 = the paper)."""
     like = logps.policy_chosen
     logps = SequenceLogProbs(
         logps.policy_chosen, logps.policy_rejected,
@@ -41,7 +42,7 @@ def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust:
     terms = base_terms(logps, objective)
     if robust.mode == "re" and eta is None:
         raise ValueError("robust.mode 're' needs eta (the reliability of each pair's annotator)")
-    w = None if eta is None else posterior_weight(terms.delta, as_float(eta, like))
+    w = None if eta is None else posterior_weight(terms.delta, as_float(eta, like), scale)
     chosen, rejected = terms.chosen_reward.detach(), terms.rejected_reward.detach()
     margin = chosen - rejected
     return PreferenceLossOutput(

@@ -38,10 +38,14 @@ class RobustConfig:
             raise ValueError(f"robust.re_form must be one of {RE_FORMS}, got {self.re_form!r}")
 
 
-def posterior_weight(delta: Tensor, eta: Tensor) -> Tensor:
+def posterior_weight(delta: Tensor, eta: Tensor, scale: float = 1.0) -> Tensor:
     """E-step (Eq. 4): P(label correct | pair) = sigma(Delta + logit(eta)), with no gradient.
+    `scale` != 1 scores with the calibrated probability sigma(scale * Delta) instead of
+    sigma(Delta) (reliability.calibrate; 1 = the paper).
 
     eta = 0 or 1 give logit = -inf / +inf and w = 0 / 1 exactly (sigma saturates, no NaN)."""
+    if scale != 1.0:
+        delta = delta * scale
     logits = delta.detach().to(torch.float64) + torch.logit(eta.detach().to(torch.float64))
     return torch.sigmoid(logits).to(delta.dtype)
 

@@ -139,13 +139,26 @@ class Trainer:
         eta = self.reliability.eta.tolist()
         logger.log(self.step, "eta", {f"eta/{name}": eta[k] for k, name in enumerate(names)})
 
-    def write_outputs(self, eval_metrics: dict) -> None:
+    def write_outputs(self, eval_metrics: dict, logger: MetricsLogger) -> None:
+        """Final pass over the training pairs (and reliability.final_refit on it: after the final
+        checkpoint, which keeps the training eta), the last eta record, then the output files."""
         metrics, per_pair = self.aligner.evaluate(self.data.eval_batches("train", None))
+        if per_pair is not None and self.settings.robust.mode == "re" and self.reliability.config.final_refit:
+            self._refit_final(per_pair)
+        self.log_eta(logger)
         if _is_logging_rank():
             outputs.write_run_outputs(
                 self.run_dir, outputs.merge_pairs(per_pair), self.data.pair_ids("train"),
                 self.data.annotators.ids(), self.reliability.eta, {"step": self.step, **eval_metrics})
             plots.write_plots(self.run_dir)
+
+    def _refit_final(self, per_pair: dict) -> None:
+        """reliability.final_refit: converged EM on the final pass; w re-scored with its eta."""
+        from nemo_repo.objectives import posterior_weight
+
+        self.reliability.refit(per_pair["annotator_index"], per_pair["delta"], per_pair["pair_index"])
+        eta = self.reliability.eta_for(per_pair["annotator_index"]).to(torch.float64)
+        per_pair["w"] = posterior_weight(per_pair["delta"].to(torch.float64), eta, self.reliability.scale)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -191,10 +204,9 @@ class Trainer:
                     return 0
             eval_metrics = self.evaluate()
             logger.log(self.step, "eval", eval_metrics)
-            self.log_eta(logger)
             if ckpt.save_final:
                 self.save()
-            self.write_outputs(eval_metrics)
+            self.write_outputs(eval_metrics, logger)
             return 0
         finally:
             stop.restore()

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from nemo_repo.data.synthetic import SyntheticConfig, generate, write_synthetic
+from nemo_repo.data.synthetic import SyntheticConfig, generate, generate_splits, write_synthetic
 
 
 def correct(row) -> bool:
@@ -43,7 +43,8 @@ def test_written_files_hide_the_truth_and_load_with_autotokenizer(tmp_path):
     rows = [json.loads(line) for line in open(paths["train"])]
     assert all(set(r) == {"id", "prompt", "chosen", "rejected", "annotator_id"} for r in rows)
     truth = json.loads(open(paths["truth"]).read())
-    assert set(truth) == {"task", "config", "annotators", "flipped_ids", "validation_flipped_ids"}
+    assert set(truth) == {"task", "config", "annotators", "flipped_ids", "validation_flipped_ids",
+                          "test_flipped_ids", "realised_flip_rate", "prompts", "eval_prompts_seen_in_train"}
     tok = AutoTokenizer.from_pretrained(paths["tokenizer"])
     assert len(tok) <= 320 and tok.eos_token == "[EOS]"
     assert tok.decode(tok("3 + 4 =").input_ids + tok(" 7", add_special_tokens=False).input_ids,
@@ -56,3 +57,42 @@ def test_config_checks():
         SyntheticConfig(etas=(0.9,), proportions=(0.5, 0.5))
     with pytest.raises(ValueError, match="sum to 1"):
         SyntheticConfig(proportions=(0.5, 0.3, 0.1, 0.05))
+
+
+COPY = dict(task="copy", length=3, n_train=3000, n_validation=100, n_test=150, seed=5)
+
+
+def test_copy_task_holds_out_validation_and_test_prompts():
+    splits, truth = generate_splits(SyntheticConfig(**COPY))
+    prompts = {split: {r["prompt"] for r in rows} for split, rows in splits.items()}
+    assert len(splits["validation"]) == len(prompts["validation"]) == 100      # one pair per prompt
+    assert len(splits["test"]) == len(prompts["test"]) == 150
+    assert not prompts["train"] & prompts["validation"] and not prompts["train"] & prompts["test"]
+    assert not prompts["validation"] & prompts["test"]
+    assert truth["eval_prompts_seen_in_train"] == {"validation": 0, "test": 0}
+    assert truth["test_flipped_ids"] == [] and truth["prompts"]["test"] == 150
+    flipped = set(truth["flipped_ids"])
+    for split, rows in splits.items():
+        for r in rows:
+            digits = r["prompt"].removesuffix(" =")
+            right, wrong = (r["rejected"], r["chosen"]) if r["id"] in flipped else (r["chosen"], r["rejected"])
+            assert right == " " + digits                                          # the copy is right
+            changed = [a != b for a, b in zip(right.split(), wrong.split())]
+            assert len(wrong.split()) == 3 and sum(changed) == 1                 # one digit differs
+    assert truth["realised_flip_rate"] == pytest.approx(len(flipped) / 3000)
+
+
+def test_copy_memorisation_pool_and_size_checks(tmp_path):
+    splits, truth = generate_splits(SyntheticConfig(**{**COPY, "train_prompts": 40}))
+    assert truth["prompts"]["train"] <= 40 and len(splits["train"]) == 3000      # ~75 pairs / prompt
+    with pytest.raises(ValueError, match="train_prompts"):
+        SyntheticConfig(**{**COPY, "train_prompts": 1000})                      # only 750 left
+    with pytest.raises(ValueError, match="copy only"):
+        SyntheticConfig(train_prompts=10)
+    paths = write_synthetic(tmp_path, SyntheticConfig(**COPY))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(paths["tokenizer"])
+    rows = [json.loads(line) for line in open(paths["test"])]
+    text = " ".join(r["prompt"] + r["chosen"] + r["rejected"] for r in rows)
+    assert "[UNK]" not in tok.convert_ids_to_tokens(tok(text).input_ids) and len(tok) == 16

@@ -1,5 +1,5 @@
 """Every base objective x robust mode against values computed by hand from the formulas in
-shared/notes/objectives.md with plain `math` (never by calling the code under test)."""
+the README's RE-PO section (and nemo_repo/objectives docstrings) with plain `math` (never by calling the code under test)."""
 
 import math
 

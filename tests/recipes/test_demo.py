@@ -5,7 +5,8 @@ from recipes import demo
 TRUTH = {"flipped_ids": ["p1", "p2"],
          "annotators": {"a": {"num_labels": 3, "eta_star": 0.9, "realised_eta": 2 / 3},
                         "b": {"num_labels": 1, "eta_star": 0.5, "realised_eta": 0.0}}}
-WEIGHTS = [{"id": "p0", "w": 0.9}, {"id": "p1", "w": 0.2}, {"id": "p2", "w": 0.7}, {"id": "p3", "w": 0.4}]
+WEIGHTS = [{"id": "p0", "w": 0.9, "annotator_id": "a"}, {"id": "p1", "w": 0.2, "annotator_id": "a"},
+           {"id": "p2", "w": 0.7, "annotator_id": "b"}, {"id": "p3", "w": 0.4, "annotator_id": "a"}]
 
 
 def test_detection_scores_the_w_below_half_rule():
@@ -23,3 +24,8 @@ def test_report_tables_hold_the_errors_accuracies_and_detection():
     assert ["max", "|eta_hat", "-", "eta*|", "=", "0.060", "(goal", "<=", "0.05)"] in rows
     assert ["re_dpo", "accuracy", "0.750", "loss", "0.5000"] in rows
     assert ["re_dpo", "flagged", "2", "precision", "0.500", "recall", "0.500"] in rows
+    assert ["RE-DPO", "-", "DPO", "=", "+25.0", "points"] in rows
+    assert ["a", "flagged", "2", "precision", "0.500", "recall", "1.000"] in rows   # p1 found, p3 not flipped
+    assert ["b", "flagged", "0", "precision", "nan", "recall", "0.000"] in rows     # p2 missed
+    for section in ("(a) ", "(b) ", "(c) "):
+        assert any(line.startswith(section) for line in demo.report(TRUTH, runs).splitlines())
