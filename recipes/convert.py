@@ -88,13 +88,6 @@ def _init(args, model_config):
     return parallel
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def _build(model_config, parallel):
     from nemo_repo.model.policy import build_reference
 
@@ -122,6 +115,7 @@ def _must_not_exist(path: Path) -> None:
 def run_import(args) -> int:
     from nemo_repo.convert.bridge import (check_hf_weights, load_hf_weights, model_config_from_hf,
                                           write_metadata)
+    from nemo_repo.ranks import on_rank_zero
     from nemo_repo.training.checkpoint import save_model_weights
 
     timer = _Timer()
@@ -135,9 +129,8 @@ def run_import(args) -> int:
     load_hf_weights(chunks, hf_dir, model_config)
     timer.lap("load HF weights")
     save_model_weights(out, chunks)
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_metadata(out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
-    _barrier()   # the checkpoint is complete (metadata + HF assets) on every rank's return
+    # the checkpoint is complete (metadata + HF assets) on every rank's return
+    on_rank_zero(write_metadata, out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
     timer.lap(f"save {out}")
     ok = not args.verify or _verify(chunks, hf_dir, model_config, args.tolerance, "import")
     if args.verify:
@@ -176,6 +169,7 @@ def run_export(args) -> int:
 
     from nemo_repo.convert.bridge import (export_hf_weights, find_hf_assets, model_config_from_hf,
                                           read_hf_config, save_hf_folder)
+    from nemo_repo.ranks import on_rank_zero
     from nemo_repo.training.checkpoint import load_model_weights
 
     timer = _Timer()
@@ -195,10 +189,8 @@ def run_export(args) -> int:
         raise ConversionError(f"{checkpoint}: does not match the model in {assets / 'config.json'}: "
                               f"{error}") from error
     timer.lap(f"load {checkpoint} (TP={args.tp}, PP={args.pp})")
-    weights = export_hf_weights(chunks, hf_config, model_config, dtype=out_dtype)
-    if weights is not None:
-        save_hf_folder(weights, out, assets, out_dtype)
-    _barrier()
+    weights = export_hf_weights(chunks, hf_config, model_config, dtype=out_dtype)   # rank 0's
+    on_rank_zero(save_hf_folder, weights, out, assets, out_dtype)
     timer.lap(f"write {out}")
     ok = not args.verify or _verify(chunks, out, model_config, args.tolerance, "export")
     if args.verify:
@@ -236,6 +228,7 @@ def main(argv=None) -> int:
     distributed_env()   # under srun (slurm/convert.sbatch): RANK / WORLD_SIZE from SLURM_* variables
     from nemo_repo.convert.bridge import ConversionError
     from nemo_repo.model.parallel import LayoutError, destroy_parallel
+    from nemo_repo.ranks import RankZeroError
 
     command = {"import": run_import, "export": run_export, "generate": run_generate}[args.command]
     try:
@@ -243,9 +236,11 @@ def main(argv=None) -> int:
     except (ConversionError, LayoutError) as error:
         _say(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RankZeroError:   # rank 0 failed writing and reports its own error
+        return 1
     finally:
         destroy_parallel()
 
 
-if __name__ == "__main__":   # dist_checkpointing starts a spawn Manager: keep work behind this guard
+if __name__ == "__main__":
     sys.exit(main())

@@ -57,12 +57,12 @@ def main(cfg: DictConfig) -> None:
         record = precompute_reference(settings, out)
     except DataValidationError as error:
         sys.exit(invalid_input(error, "data error", env.rank == 0))
-    if record is not None:
+    if env.rank == 0:
         counts = ", ".join(f"{out}/{name} ({record['pairs'][split]} pairs)"
                            for split, name in record["files"].items())
         print(f"wrote {counts} and {out}/{PROVENANCE_FILE}\ntrain on them with:\n  "
               + " ".join(training_overrides(out, settings, record)), flush=True)
 
 
-if __name__ == "__main__":   # dist_checkpointing may start a spawn Manager: keep work behind this guard
+if __name__ == "__main__":
     main()

@@ -11,7 +11,9 @@ rows without reference sums, or sums precomputed with other settings; run.device
 GPU; data.packing=true under the Transformer Engine layer spec) or invalid data (a
 DataValidationError naming file, row and field: data.strict=true and a bad row, a file that cannot
 be read, no valid pair, more skipped rows than data.max_skipped_fraction, ...), printed as one
-line without a traceback (NEMO_REPO_DEBUG=1 shows it).
+line without a traceback (NEMO_REPO_DEBUG=1 shows it); 1 any other failure (e.g. complete
+checkpoints exist but none loads: one line). Under torchrun use `python -m recipes.torchrun`
+(same arguments) for these codes to reach the caller: plain torchrun exits 1.
 """
 
 import sys
@@ -39,7 +41,8 @@ def main(cfg: DictConfig) -> None:
         device = resolve(settings.run.device).type
         print(f"[train] run.device={settings.run.device}: {device} "
               f"({'nccl' if device == 'cuda' else 'gloo'}), layer spec {spec}", flush=True)
-    from nemo_repo.training.loop import run_training   # heavy imports only after validation
+    from nemo_repo.training.checkpoint import CheckpointError   # heavy imports only after validation
+    from nemo_repo.training.loop import run_training
 
     try:
         code = run_training(settings)
@@ -47,8 +50,12 @@ def main(cfg: DictConfig) -> None:
         code = invalid_input(error, "config error", env.rank == 0)
     except DataValidationError as error:
         code = invalid_input(error, "data error", env.rank == 0)
+    except CheckpointError as error:   # every complete checkpoint failed to load
+        if env.rank == 0:
+            print(f"checkpoint error: {error}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
-if __name__ == "__main__":   # dist_checkpointing starts a spawn Manager: keep work behind this guard
+if __name__ == "__main__":
     main()

@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from nemo_repo.model.presets import ModelConfig
+from nemo_repo.ranks import rank
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 METADATA_FILE = "nemo_repo_model.json"
@@ -35,15 +35,6 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 class ConversionError(ValueError):
     """Bad conversion input: a missing or corrupt file, an unsupported model, a mapping gap."""
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 # ---------------------------------------------------------------------------- HF config -> ours
@@ -244,9 +235,9 @@ def export_hf_weights(chunks, hf_config, model_config: ModelConfig, dtype=None) 
     weights = {}
     for name, tensor in bridge.stream_weights_megatron_to_hf(chunks, target, cpu=True,
                                                              show_progress=False):
-        if _rank() == 0:
+        if rank() == 0:
             weights[name] = (tensor if dtype is None else tensor.to(dtype)).contiguous()
-    return weights if _rank() == 0 else None
+    return weights if rank() == 0 else None
 
 
 def _copy_assets(source: Path, target: Path, skip=()) -> None:

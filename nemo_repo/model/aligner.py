@@ -41,6 +41,11 @@ _SUM_KEYS = ("loss", "reward_accuracy", "chosen_reward", "rejected_reward", "mar
 _PAIR_KEYS = ("delta", "w", "chosen_logp", "rejected_logp")   # w is NaN without reliability
 
 
+def _cat(parts: list, dtype: torch.dtype) -> torch.Tensor:
+    """torch.cat, or an empty tensor of `dtype` for a rank without pairs."""
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+
+
 @dataclass
 class _MicroBatchRecord:
     """What the last stage keeps from loss_func for one micro-batch (all detached)."""
@@ -170,21 +175,23 @@ class PreferenceAligner:
         from megatron.core import parallel_state
 
         micro_batches = list(micro_batches)
-        self._prepare(micro_batches)
-        if self.reference_mode == "model":
-            self._run(self.reference, micro_batches, "reference", forward_only=True)
-        for chunk in self.policy:
-            chunk.eval()
-        try:
-            self._run(self.policy, micro_batches, "policy", forward_only=True)
-        finally:
+        if micro_batches:   # a DP rank gets none when the split has fewer pairs than DP ranks
+            self._prepare(micro_batches)
+            if self.reference_mode == "model":
+                self._run(self.reference, micro_batches, "reference", forward_only=True)
             for chunk in self.policy:
-                chunk.train()
+                chunk.eval()
+            try:
+                self._run(self.policy, micro_batches, "policy", forward_only=True)
+            finally:
+                for chunk in self.policy:
+                    chunk.train()
         per_pair = self._pipeline_broadcast(micro_batches)
         metrics = self._reduce_metrics(per_pair["sums"])
-        local = {"pair_index": torch.cat([b.pair_index.cpu() for b in micro_batches]),
-                 "annotator_index": torch.cat([b.annotator_index.cpu() for b in micro_batches]),
-                 **{key: torch.cat(per_pair[key]) for key in _PAIR_KEYS}}
+        local = {"pair_index": _cat([b.pair_index.cpu() for b in micro_batches], torch.int64),
+                 "annotator_index": _cat([b.annotator_index.cpu() for b in micro_batches], torch.int64),
+                 **{key: _cat(per_pair[key], torch.float32 if key == "w" else torch.float64)
+                    for key in _PAIR_KEYS}}
         group = parallel_state.get_data_parallel_group()
         gathered = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, local, group=group)
@@ -252,7 +259,7 @@ class PreferenceAligner:
         total = sum(sizes)
         packed = torch.zeros(len(_PAIR_KEYS) * total + len(_SUM_KEYS), dtype=torch.float64,
                              device=current_device())
-        if parallel_state.is_pipeline_last_stage():
+        if parallel_state.is_pipeline_last_stage() and micro_batches:
             records = self._state["records"]
             has_w = records[0].w is not None
 

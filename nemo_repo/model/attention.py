@@ -11,7 +11,6 @@ data/batch.py), same scale, grouped-query attention without repeating k / v. Sel
 `model.core_attention` (presets.layer_spec); the Transformer Engine spec has its own fused attention.
 """
 
-import torch
 import torch.nn.functional as F
 from megatron.core import tensor_parallel
 from megatron.core.transformer.dot_product_attention import DotProductAttention

@@ -6,6 +6,7 @@ Layout of a checkpoint root (`checkpoint.dir`, default `<run.dir>/checkpoints`):
         COMPLETE              completion marker (JSON: step, time); written before the rename
         metadata.json, common.pt, *.distcp, ...   dist_checkpointing files
     .tmp_step_00000050/       a save in progress (or killed): never read, removed by the next save
+    .damaged_step_00000030/   complete but failed to load on resume: set aside, never read again
 
 Sharded entries (re-shardable across TP/PP/DP layouts unless noted):
     model          the GPTModel's sharded_state_dict()   (same format as `load_model_weights`)
@@ -17,11 +18,15 @@ Sharded entries (re-shardable across TP/PP/DP layouts unless noted):
 Common entries (saved once by rank 0): `step`, `layout`, and whatever the caller passes in
 `common` (the loop stores scheduler, sampler and the resolved config).
 
-A directory without COMPLETE is ignored; `latest_checkpoint` picks the highest complete step.
+A directory without COMPLETE is ignored; `latest_checkpoint` picks the highest complete step;
+`load_newest_loadable` (resume) falls back to older ones when the newest does not load.
+Rank-0-only steps (directory creation, marker + rename + prune) go through
+`nemo_repo.ranks.on_rank_zero`: if they fail, every rank raises at once.
 """
 
 import json
 import os
+import queue
 import random
 import shutil
 import time
@@ -29,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from torch.distributed.checkpoint.api import CheckpointException
+
+from nemo_repo.ranks import barrier, first_failure, on_rank_zero, rank
 
 from nemo_repo.device import is_cuda
 
@@ -41,15 +48,28 @@ MARKER = "COMPLETE"
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 PREFIX = "step_"
 TMP_PREFIX = ".tmp_step_"
+DAMAGED_PREFIX = ".damaged_step_"
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+class CheckpointError(RuntimeError):
+    """Complete checkpoints exist, but none of them loads."""
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+def _save(state: dict, directory: Path) -> None:
+    """dist_checkpointing.save (synchronous) with its write results passed in process.
+
+    The torch_dist writer forks one writer process per file, collects their results in this
+    process and hands them over through a results queue, by default a spawned multiprocessing
+    Manager. Only needed for asynchronous saves (not used here), that Manager is a separate
+    process which receives the stop signals too (srun and torchrun signal the worker's whole
+    process group) and dies of them, so the save that follows a SIGTERM failed with
+    BrokenPipeError / ConnectionRefusedError. A plain queue.Queue removes it: no extra
+    process, no 2.5-4 s spawn on the first save, no re-import of `__main__`."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = queue.Queue()
+    dist_checkpointing.save(state, str(directory))
 
 
 def step_dir_name(step: int) -> str:
@@ -109,7 +129,7 @@ def _rng_object(data) -> ShardedObject:
 
 def _replicated_object(key: str, data) -> ShardedObject:
     """One layout-independent copy (rank 0 writes it, every rank reads it)."""
-    return ShardedObject(key, data, (1,), (0,), replica_id=_rank())
+    return ShardedObject(key, data, (1,), (0,), replica_id=rank())
 
 
 def capture_rng_state() -> dict:
@@ -146,27 +166,32 @@ def save_checkpoint(root, step: int, model_chunks, optimizer=None, reliability=N
     complete ones (0 = keep all). Returns the final directory."""
     root = Path(root)
     final, tmp = root / step_dir_name(step), root / f"{TMP_PREFIX}{step:08d}"
-    if _rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier()
+    on_rank_zero(_fresh_directory, tmp)
     state = _sharded_state(_single_chunk(model_chunks), optimizer, reliability,
                            capture_rng_state(), is_loading=False)
     state.update(common or {})
     state.update(step=step, layout=current_layout())
-    dist_checkpointing.save(state, str(tmp))
-    _barrier()
-    if _rank() == 0:
-        marker = tmp / MARKER
-        marker.write_text(json.dumps({"step": step, "time": time.time()}))
-        with open(marker) as handle:
-            os.fsync(handle.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _prune(root, keep_last)
-    _barrier()
+    _save(state, tmp)
+    barrier()
+    on_rank_zero(_publish, tmp, final, step, keep_last)
     return final
+
+
+def _fresh_directory(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def _publish(tmp: Path, final: Path, step: int, keep_last: int) -> None:
+    """Mark the written checkpoint complete, move it to its final name, prune older ones."""
+    marker = tmp / MARKER
+    marker.write_text(json.dumps({"step": step, "time": time.time()}))
+    with open(marker) as handle:
+        os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(final.parent, keep_last)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -200,6 +225,53 @@ def load_checkpoint(directory, model_chunks, optimizer=None, reliability=None) -
             if key not in ("model", "optimizer", "reliability", "rng_state")}
 
 
+def load_newest_loadable(root, model_chunks, optimizer=None, reliability=None) -> tuple[Path, dict] | None:
+    """Collective: load the newest complete checkpoint under `root` that loads on every rank
+    (load_checkpoint); returns (its directory, its common entries), or None when there is none.
+
+    Every rank tries the same directories (rank 0's listing) and they agree after each try: one
+    that fails on any rank (a truncated or unreadable shard, marker present) is skipped by all,
+    reported in one line and renamed `.damaged_step_XXXXXXXX` (kept for inspection, out of the
+    resume and `keep_last` rotation); the next older one is tried. Raises CheckpointError when
+    complete checkpoints exist but none loads."""
+    skipped = []
+    for _, directory in reversed(on_rank_zero(complete_checkpoints, root)):
+        try:
+            common, error = load_checkpoint(directory, model_chunks, optimizer, reliability), None
+        except (Exception, CheckpointException) as exc:   # the latter is a BaseException
+            error = _one_line(exc)
+        failure = first_failure(error)
+        if failure is None:
+            return directory, common
+        damaged = on_rank_zero(_set_aside, directory)
+        if rank() == 0:
+            print(f"warning: checkpoint {directory} does not load ({failure}); skipped, moved to "
+                  f"{damaged.name}", flush=True)
+        skipped.append(f"{directory.name} ({failure})")
+    if skipped:
+        raise CheckpointError(f"no checkpoint under {root} loads: {'; '.join(skipped)}")
+    return None
+
+
+def _one_line(error: Exception) -> str:
+    """The root cause of a load failure in one line (a torch.distributed.checkpoint
+    CheckpointException carries every rank's traceback: keep the first rank's exception)."""
+    failures = getattr(error, "failures", None)
+    if isinstance(failures, dict) and failures:
+        error = failures[min(failures)][0]
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+def _set_aside(directory: Path) -> Path:
+    target = directory.parent / f"{DAMAGED_PREFIX}{directory.name[len(PREFIX):]}"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(directory, target)
+    return target
+
+
 def load_model_weights(directory, model_chunks) -> None:
     """Collective: load only the "model" entry of a dist_checkpointing directory (a training
     checkpoint or a converted HF model) into `model_chunks`, in any TP/PP layout."""
@@ -212,8 +284,6 @@ def load_model_weights(directory, model_chunks) -> None:
 def save_model_weights(directory, model_chunks) -> None:
     """Collective: write only {"model": sharded_state_dict()} (the model-weights format)."""
     directory = Path(directory)
-    if _rank() == 0:
-        directory.mkdir(parents=True, exist_ok=True)
-    _barrier()
-    dist_checkpointing.save({"model": _single_chunk(model_chunks).sharded_state_dict()}, str(directory))
-    _barrier()
+    on_rank_zero(directory.mkdir, parents=True, exist_ok=True)
+    _save({"model": _single_chunk(model_chunks).sharded_state_dict()}, directory)
+    barrier()

@@ -19,11 +19,11 @@ import yaml
 
 from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
+from nemo_repo.ranks import on_rank_zero
 from nemo_repo.reliability import ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
-from nemo_repo.training.checkpoint import (latest_checkpoint, load_checkpoint, load_model_weights,
-                                           save_checkpoint)
+from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
 from nemo_repo.training.logging import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
@@ -104,10 +104,11 @@ class Trainer:
 
     def maybe_resume(self) -> None:
         ckpt = self.settings.checkpoint
-        latest = latest_checkpoint(ckpt.dir) if ckpt.resume else None
-        if latest is None:
+        found = load_newest_loadable(ckpt.dir, self.policy, self.optimizer, self.reliability) \
+            if ckpt.resume else None
+        if found is None:
             return
-        common = load_checkpoint(latest, self.policy, self.optimizer, self.reliability)
+        latest, common = found
         self.scheduler.load_state_dict(common["scheduler"])
         self.data.sampler.load_state_dict(common["sampler"])
         if common["config"]["optim"] != self.settings.resolved["optim"] \
@@ -127,6 +128,12 @@ class Trainer:
             if accuracy is not None:
                 metrics["true_label_accuracy"] = accuracy
         return metrics
+
+    def _write_run_files(self) -> None:
+        """Rank 0, at the start of run(): the resolved config and the data report."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.settings.resolved, sort_keys=False))
+        self.data.report.log_to(self.run_dir)   # printed, and run_dir/data_report.json
 
     def log_eta(self, logger: MetricsLogger) -> None:
         names = self.data.annotators.ids()
@@ -160,10 +167,7 @@ class Trainer:
         train, log_cfg, ckpt = settings.train, settings.logging, settings.checkpoint
         self.maybe_resume()
         rank0 = _is_logging_rank()
-        if rank0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(settings.resolved, sort_keys=False))
-            self.data.report.log_to(self.run_dir)   # printed, and run_dir/data_report.json
+        on_rank_zero(self._write_run_files)   # if rank 0 cannot, every rank raises at once
         logger = MetricsLogger(self.run_dir, rank0, train.max_steps, start_step=self.step,
                                tensorboard=log_cfg.tensorboard, progress=log_cfg.progress,
                                log_interval=log_cfg.log_interval)

@@ -128,14 +128,14 @@ def write_precomputed(out: Path, data: PreferenceData, scores: dict, settings) -
 
 def precompute_reference(settings, out) -> dict | None:
     """Collective (every rank of the layout): score both splits with the reference model, write
-    the files on global rank 0 (returns the provenance record there, None elsewhere)."""
-    import torch.distributed as dist
+    the files on global rank 0; returns the provenance record on every rank."""
     from megatron.core import parallel_state
 
     from nemo_repo.model.aligner import PreferenceAligner
     from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
     from nemo_repo.model.policy import build_reference
     from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+    from nemo_repo.ranks import on_rank_zero
     from nemo_repo.training.checkpoint import load_model_weights
 
     initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed,
@@ -154,11 +154,9 @@ def precompute_reference(settings, out) -> dict | None:
                               parallel_state.get_data_parallel_world_size())
         scores = {split: scorer.evaluate(data.eval_batches(split))[1] for split in SPLITS
                   if split in data.splits}
-        record = None
-        if dist.get_rank() == 0:
-            record = write_precomputed(Path(out), data, {split: merge_pairs(per_pair)
-                                                         for split, per_pair in scores.items()}, settings)
-        dist.barrier()
-        return record
+        # per-pair scores are gathered on rank 0; if writing fails, every rank raises at once
+        return on_rank_zero(lambda: write_precomputed(
+            Path(out), data, {split: merge_pairs(per_pair) for split, per_pair in scores.items()},
+            settings))
     finally:
         destroy_parallel()

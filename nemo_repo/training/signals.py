@@ -23,7 +23,6 @@ class StopRequest:
     def __init__(self, signals=STOP_SIGNALS):
         self.received = None
         self._previous = {sig: signal.signal(sig, self._handle) for sig in signals}
-        _start_checkpoint_writer_shielded(signals)
 
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
@@ -35,21 +34,6 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def _start_checkpoint_writer_shielded(signals) -> None:
-    """Slurm delivers SIGTERM (time limit, scancel) and srun-forwarded SIGUSR1 to every process of
-    the job step, including the multiprocessing Manager that dist_checkpointing spawns on its first
-    save; with the default action it dies and the save after the signal fails (BrokenPipeError).
-    Start it now with the stop signals blocked: the spawned process inherits the mask and never
-    receives them; this process gets any that arrived meanwhile once they are unblocked."""
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        filesystem_async._get_write_results_queue()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class FaultInjection:

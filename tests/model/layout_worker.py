@@ -4,7 +4,8 @@ Usage (under torchrun): layout_worker.py OUTDIR CASE [CASE ...],
 CASE = tag:tp:pp:mbs[:packed][:distopt][:gpt] (distopt: the distributed optimizer; gpt: tiny_gpt
 instead of tiny_llama).
 Every case uses the same initial weights, the same 8-pair global batch and eta0/alpha; each rank
-writes OUTDIR/<tag>.rank<r>.json (eta, metrics, and on DP rank 0 the per-pair outputs).
+writes OUTDIR/<tag>.rank<r>.json (eta, metrics, and on DP rank 0 the per-pair outputs), then
+evaluates once more with pairs on DP rank 0 only (the other DP ranks get an empty shard).
 """
 
 import json
@@ -57,6 +58,12 @@ def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, d
     result["eval_end"] = metrics_end
     if pairs_end is not None:
         result["pairs_end"] = {k: v.tolist() for k, v in pairs_end.items()}
+    # only DP rank 0 has pairs (a validation split smaller than the DP size): no rank raises
+    shard = batches if parallel_state.get_data_parallel_rank() == 0 else []
+    metrics_dp0, pairs_dp0 = aligner.evaluate(shard)
+    result["eval_dp0_only"] = metrics_dp0
+    if pairs_dp0 is not None:
+        result["pairs_dp0_only"] = {k: v.tolist() for k, v in pairs_dp0.items()}
     rank = torch.distributed.get_rank()
     (outdir / f"{tag}.rank{rank}.json").write_text(json.dumps(result))
 

@@ -76,3 +76,14 @@ def test_reference_equal_to_policy_gives_h0_and_w_eta(results, tag):
     assert got["pairs0"]["w"] == pytest.approx(got["eta_for0"], abs=1e-6)
     assert got["steps"][0]["w_mean"] == pytest.approx(0.8, abs=1e-6)
     assert got["steps"][0]["loss"] == pytest.approx(0.6931472, abs=1e-6)   # log 2 at h = 0
+
+
+@pytest.mark.parametrize("tag", ["dp2", "dp2distopt", "tp2dp2"])
+def test_a_dp_rank_without_evaluation_pairs_takes_part_without_error(results, tag):
+    ranks = results[tag]
+    full, alone = ranks[0]["pairs_end"], ranks[0]["pairs_dp0_only"]
+    mine = len(alone["pair_index"])
+    assert mine == ranks[0]["eval_dp0_only"]["pairs"] and 0 < mine < len(full["pair_index"])
+    assert alone["pair_index"] == full["pair_index"][:mine]
+    assert alone["chosen_logp"] == pytest.approx(full["chosen_logp"][:mine], abs=LOGP_TOL)
+    assert all(got["eval_dp0_only"] == ranks[0]["eval_dp0_only"] for got in ranks.values())

@@ -140,14 +140,15 @@ def test_two_nodes_train_to_the_end_with_ranks_and_rendezvous_from_slurm(referen
     assert checkpoint.latest_checkpoint(run_dir / "checkpoints").name == checkpoint.step_dir_name(STEPS)
 
 
-def _signal_after_step(run_dir, step, timeout=90):
-    """Send USR1 to the batch shell once rank 0 has logged `step` (as Slurm's --signal=B:USR1 would)."""
+def _signal_after_step(run_dir, step, sig=signal.SIGUSR1, timeout=90):
+    """Send `sig` to the batch shell once rank 0 has logged `step` (USR1: as Slurm's
+    --signal=B:USR1 would; TERM: as scancel or a preemption would)."""
     def until(process):
         deadline = time.monotonic() + timeout
         metrics = run_dir / "metrics.jsonl"
         while time.monotonic() < deadline and process.poll() is None:
             if metrics.exists() and any(r["split"] == "train" and r["step"] >= step for r in records(run_dir)):
-                process.send_signal(signal.SIGUSR1)
+                process.send_signal(sig)
                 return
             time.sleep(0.05)
         raise AssertionError(f"step {step} never logged in {metrics}")
@@ -172,6 +173,22 @@ def test_usr1_to_the_batch_script_checkpoints_requeues_and_the_requeued_run_matc
     assert requeues(env) == ["4242"]
     assert "resumed from" in resumed.stdout and checkpoint.step_dir_name(stopped_at) in resumed.stdout
     assert final_state(run_dir) == final_state(reference_dir)
+
+
+@pytest.mark.distributed
+def test_sigterm_to_the_batch_script_leaves_a_complete_checkpoint_and_requeues(reference, tmp_path):
+    _, reference_dir = reference
+    env = allocation(tmp_path)
+    run_dir = tmp_path / "run"
+    script = submit(run_dir, env, tiny(reference_dir.parent / "cache", "checkpoint.interval=0"))
+    preempted = run_batch(script, env, until=_signal_after_step(run_dir, 2, signal.SIGTERM))
+    expect(preempted, 0)
+    assert "SIGTERM: checkpoint at step" in preempted.stdout and {"forwarded": "SIGTERM"} in stub_log(env)
+    assert "Traceback" not in preempted.stdout, preempted.stdout[-6000:]
+    stopped_at = max(r["step"] for r in records(run_dir) if r["split"] == "train")
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [checkpoint.step_dir_name(stopped_at)]
+    assert checkpoint.complete_checkpoints(run_dir / "checkpoints")[-1][0] == stopped_at
+    assert requeues(env) == ["4242"]
 
 
 @pytest.mark.distributed

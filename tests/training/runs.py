@@ -29,9 +29,9 @@ def tiny(run_dir, cache_dir, *extra, steps=STEPS):
 
 
 def run_module(module, args, timeout=120):
-    """`python -m module args` as one process (a world of one) in its own process group, which is
-    killed afterwards: a crashed run leaves dist_checkpointing's spawned Manager behind, as a real
-    crash would. Raises AssertionError on timeout; returns the completed process."""
+    """`python -m module args` in its own process group, which is killed afterwards (a crashed
+    run may leave child processes behind, as a real crash would). Raises AssertionError on
+    timeout; returns the completed process."""
     path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

@@ -10,6 +10,7 @@ import yaml
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.config import ConfigError
 from nemo_repo.training.reference import PROVENANCE_FILE
+from tests.dist import free_port
 from tests.recipes.test_recipes import settings_for
 from tests.training.runs import ok, records, run_module as run
 
@@ -91,3 +92,18 @@ def test_rows_without_sums_are_a_config_error(tmp_path):
     done = run("recipes.train", tiny(tmp_path / "run", tmp_path / "cache", "model.reference=precomputed"))
     assert done.returncode == 2, done.stderr[-3000:]
     assert "the train rows" in done.stderr and "have no reference_chosen / reference_rejected" in done.stderr
+
+
+@pytest.mark.distributed
+def test_rank_0_failing_to_write_ends_every_rank_with_its_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")   # +out under a regular file: rank 0 cannot create it
+    torchrun = ["--nproc-per-node=2", "--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={free_port()}",
+                "-m", "recipes.precompute_reference"]
+    done = run("recipes.torchrun", [*torchrun, *tiny(tmp_path / "unused", tmp_path / "cache"),
+                                    f"+out={blocker / 'ref'}"])
+    assert done.returncode == 1, done.stderr[-5000:]
+    # rank 1 does not wait in a collective: it raises rank 0's error right away
+    assert f"RankZeroError: rank 0 failed: NotADirectoryError: [Errno 20] Not a directory: '{blocker / 'ref'}'" \
+        in done.stderr, done.stderr[-5000:]
+    assert "Connection closed by peer" not in done.stderr

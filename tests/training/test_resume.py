@@ -79,6 +79,53 @@ def test_sigterm_saves_and_exits_75_and_a_truncated_checkpoint_is_skipped(refere
     assert final_state(run_dir) == final_state(reference)
 
 
+def truncate_largest_shard(step_dir):
+    shard = max(step_dir.glob("*.distcp"), key=lambda path: path.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_named_and_set_aside(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    newest = run_dir / "checkpoints" / checkpoint.step_dir_name(STEPS)
+    truncate_largest_shard(newest)   # marker present, a shard cut in half
+    resumed = ok(train(tiny(run_dir, cache)))
+    skipped = [line for line in resumed.stdout.splitlines() if "does not load" in line]
+    assert len(skipped) == 1 and str(newest) in skipped[0] and "Error" in skipped[0], resumed.stdout
+    assert "Traceback" not in resumed.stdout + resumed.stderr
+    assert f"resumed from {run_dir / 'checkpoints' / checkpoint.step_dir_name(2)}" in resumed.stdout
+    assert (run_dir / "checkpoints" / f"{checkpoint.DAMAGED_PREFIX}{STEPS:08d}").is_dir()
+    assert [s for s, _ in checkpoint.complete_checkpoints(run_dir / "checkpoints")] == [2, STEPS]
+    assert final_state(run_dir) == final_state(reference)
+
+
+@pytest.mark.distributed
+def test_two_ranks_agree_to_skip_a_damaged_checkpoint(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    truncate_largest_shard(run_dir / "checkpoints" / checkpoint.step_dir_name(STEPS))
+    done = run_workers(TRAIN, 2, tiny(run_dir, cache), timeout=150)   # DP=2 resumes a DP=1 checkpoint
+    assert done.stdout.count("does not load") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"resumed from {run_dir / 'checkpoints' / checkpoint.step_dir_name(2)}" in done.stdout
+    assert [s for s, _ in checkpoint.complete_checkpoints(run_dir / "checkpoints")] == [2, STEPS]
+    assert (run_dir / "checkpoints" / f"{checkpoint.DAMAGED_PREFIX}{STEPS:08d}").is_dir()
+
+
+def test_when_no_complete_checkpoint_loads_the_run_stops_naming_each(reference_run, tmp_path):
+    reference, cache = reference_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    for step in (2, STEPS):
+        truncate_largest_shard(run_dir / "checkpoints" / checkpoint.step_dir_name(step))
+    failed = train(tiny(run_dir, cache))
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    message = failed.stderr.strip().splitlines()[-1]
+    assert message.startswith("checkpoint error: no checkpoint under") and "Traceback" not in failed.stderr
+    assert checkpoint.step_dir_name(STEPS) in message and checkpoint.step_dir_name(2) in message
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("layout", ["parallel.tensor_model_parallel_size=2",
                                     "parallel.pipeline_model_parallel_size=2"])
