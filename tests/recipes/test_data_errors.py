@@ -100,3 +100,10 @@ def test_train_shows_and_writes_the_data_report(bench, tmp_path):
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["splits"]["train"]["skipped"] == {"missing_field": 1}
     assert report["splits"]["train"]["errors"][0]["row"] == 3 and report["warnings"] == []
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_is_a_config_error(bench, tmp_path):
+    done = train(_train_args(bench, tmp_path, bench / "train.jsonl", "++model.overrides.vocab_size=8"))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "config error: the tokenizer" in done.stderr and "only 8" in done.stderr
