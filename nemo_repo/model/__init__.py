@@ -4,6 +4,7 @@ compat      megatron-core's CPU patches: named, for megatron's calls only, remov
 versions    is the installed megatron stack one our pins work with (python -m nemo_repo.model.versions)
 parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel (selects run.device)
 presets     ModelConfig, PRESETS, to_transformer_config, layer_spec (local | transformer_engine)
+attention   core attention on torch's scaled_dot_product_attention for the local spec
 policy      build_policy (GPTModel + mcore DDP), build_reference (frozen, forward-only)
 logprobs    per-sequence completion log-prob sums from vocab-parallel logits
 aligner     PreferenceAligner (forward_step / loss_func, train_step, evaluate)
@@ -16,9 +17,12 @@ import warnings
 for _notice in ("Transformer Engine and Apex are not installed", "Apex is not installed",
                 "full scope is deprecated"):
     warnings.filterwarnings("ignore", message=_notice, category=UserWarning)
+# dist_checkpointing's loader calls torch APIs that torch has deprecated (shown at every resume)
+for _notice in ("`load_state_dict` is deprecated", "Please use DTensor instead"):
+    warnings.filterwarnings("ignore", message=_notice, category=FutureWarning)
 
 from nemo_repo.model.compat import apply_cpu_compat  # noqa: E402
-from nemo_repo.model.parallel import (LayoutError,  # noqa: E402 ParallelConfig, destroy_parallel,
+from nemo_repo.model.parallel import (LayoutError, ParallelConfig, destroy_parallel,  # noqa: E402
                                       initialize_parallel, validate_layout)
 from nemo_repo.model.presets import PRESETS, ModelConfig, get_preset, to_transformer_config  # noqa: E402
 
