@@ -7,7 +7,6 @@ inside each repetition (median ratio and IQR); peak RSS: each in its own child p
 """
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -17,7 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.step_overhead import make_batches, quartiles
+from benchmarks.report import emit, quartiles
+from benchmarks.step_overhead import make_batches
 from nemo_repo.model.aligner import PreferenceAligner
 from nemo_repo.model.parallel import ParallelConfig, destroy_parallel, initialize_parallel
 from nemo_repo.model.policy import build_policy
@@ -94,11 +94,7 @@ def main() -> None:
               "tokens_per_s": {c: tokens / statistics.median(t) for c, t in times.items()},
               "sdpa_over_unfused_time": quartiles([a / b for a, b in zip(times["sdpa"], times["unfused"])]),
               "peak_rss_mb": peak}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import sys
 
 import torch
 
+from benchmarks.report import emit
+
 VARIANTS = ("nemo_repo-fp32", "naive-fp32", "nemo_repo-bf16", "naive-bf16")
 
 
@@ -89,11 +91,7 @@ def main() -> None:
                                "--vocab", str(args.vocab)],
                               capture_output=True, text=True, timeout=600, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    text = json.dumps({"shape": [args.rows, args.seq, args.vocab], "results": results}, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+    emit({"shape": [args.rows, args.seq, args.vocab], "results": results}, args.json)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ median and interquartile range.
 """
 
 import argparse
-import json
-import statistics
 import time
 
 import torch
@@ -22,6 +20,7 @@ from nemo_repo.objectives import ObjectiveConfig, RobustConfig
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
 from nemo_repo.training.optim import OptimConfig, build_optimizer
 from nemo_repo.data.batch import TokenizedPair, collate_padded
+from benchmarks.report import emit, quartiles
 
 
 def make_batches(num_pairs: int, micro_batch_size: int, vocab: int, length: int, annotators: int):
@@ -33,12 +32,6 @@ def make_batches(num_pairs: int, micro_batch_size: int, vocab: int, length: int,
         pairs.append(TokenizedPair(prompt, chosen, rejected, i % annotators, i))
     return [collate_padded(pairs[i:i + micro_batch_size])
             for i in range(0, num_pairs, micro_batch_size)]
-
-
-def quartiles(values):
-    q = statistics.quantiles(values, n=4)
-    return {"median": statistics.median(values), "q1": q[0], "q3": q[2],
-            "min": min(values), "max": max(values)}
 
 
 def main() -> None:
@@ -87,11 +80,7 @@ def main() -> None:
         ratios = [re / none for re, none in zip(times[(objective, "re")], times[(objective, "none")])]
         report["re_over_none"][objective] = quartiles(ratios)
     destroy_parallel()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
