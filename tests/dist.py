@@ -5,9 +5,11 @@ them. A worker that fails or hangs fails the test with the worker's output attac
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +50,29 @@ def run_workers(script, nproc, args=(), timeout=180, env=None):
         raise AssertionError(f"{script} with {nproc} ranks exited {done.returncode}\n"
                              f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-6000:]}")
     return done
+
+
+def run_in_own_group(command, env, timeout, cwd=REPO_ROOT, until=None, also_kill=lambda: ()):
+    """Run `command` in a new process group, stdout and stderr in one stream. `until(process)` runs
+    meanwhile (e.g. to signal it) and may return more process-group ids; afterwards that group,
+    those and `also_kill()`'s are SIGKILLed, so nothing it started survives. Returns the completed
+    process, its returncode None when it ran past `timeout`."""
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        groups = []
+        try:
+            if until:
+                groups = list(until(process) or ())
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            for pgid in [process.pid, *groups, *also_kill()]:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.wait()
+        out.seek(0)
+        return subprocess.CompletedProcess(command, returncode, out.read())

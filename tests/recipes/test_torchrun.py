@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import psutil
@@ -16,7 +15,7 @@ import pytest
 from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes.torchrun import workers_exit_code
-from tests.dist import REPO_ROOT, clean_env, free_port
+from tests.dist import REPO_ROOT, clean_env, free_port, run_in_own_group
 from tests.training import runs
 from tests.training.runs import records
 
@@ -35,27 +34,9 @@ def torchrun(args, until=None, timeout=150) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "recipes.torchrun", "--nproc-per-node=2", "--nnodes=1",
                "--master-addr=127.0.0.1", f"--master-port={free_port()}",
                str(REPO_ROOT / "recipes" / "train.py"), *map(str, args)]
-    env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        workers = []
-        try:
-            if until:
-                workers = until(process)
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            for pgid in [process.pid, *workers]:
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            process.wait()
-        out.seek(0)
-        done = subprocess.CompletedProcess(command, returncode, out.read())
-    assert returncode is not None, f"timed out after {timeout}s\n{done.stdout[-6000:]}"
+    done = run_in_own_group(command, clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT)), timeout,
+                            until=until)
+    assert done.returncode is not None, f"timed out after {timeout}s\n{done.stdout[-6000:]}"
     return done
 
 

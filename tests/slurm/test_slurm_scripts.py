@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes import launch
-from tests.dist import REPO_ROOT, clean_env, free_port
+from tests.dist import REPO_ROOT, clean_env, free_port, run_in_own_group
 from tests.training.runs import final_state, records
 
 STUBS = Path(__file__).resolve().parent / "stubs"
@@ -71,25 +70,10 @@ def submit(run_dir: Path, env: dict, overrides, *options) -> Path:
 def run_batch(script, env, *args, timeout=120, until=None) -> subprocess.CompletedProcess:
     """`bash script args` as the batch shell; `until(process)` runs while it does (e.g. to signal
     it). Afterwards nothing it started survives: its group and every task's group are killed."""
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(["bash", str(script), *args], env=env, cwd=env["SLURM_SUBMIT_DIR"],
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            if until:
-                until(process)
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            for pgid in [process.pid] + [r["pid"] for r in stub_log(env) if "pid" in r]:
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            process.wait()
-        out.seek(0)
-        done = subprocess.CompletedProcess(script, returncode, out.read())
-    assert returncode is not None, f"batch script timed out after {timeout}s\n{done.stdout[-6000:]}"
+    done = run_in_own_group(["bash", str(script), *args], env, timeout, cwd=env["SLURM_SUBMIT_DIR"],
+                            until=until,
+                            also_kill=lambda: [r["pid"] for r in stub_log(env) if "pid" in r])
+    assert done.returncode is not None, f"batch script timed out after {timeout}s\n{done.stdout[-6000:]}"
     return done
 
 
