@@ -51,10 +51,14 @@ class ModelConfig:
     dtype: str = "fp32"                   # fp32 | bf16
     core_attention: str = "sdpa"          # local spec: sdpa (torch fused) | unfused (megatron's)
     layer_spec: str = "auto"              # auto | local | transformer_engine (module docstring)
+    recompute: str = "none"               # none | full: each layer's forward again in backward
+                                          # (activations of layer inputs only: memory for time)
 
     def __post_init__(self):
         if self.core_attention not in ("sdpa", "unfused"):
             raise ValueError(f"ModelConfig.core_attention must be sdpa or unfused, got {self.core_attention!r}")
+        if self.recompute not in ("none", "full"):
+            raise ValueError(f"ModelConfig.recompute must be none or full, got {self.recompute!r}")
         if self.normalization not in ("RMSNorm", "LayerNorm"):
             raise ValueError(f"ModelConfig.normalization must be RMSNorm or LayerNorm, got {self.normalization!r}")
         if self.activation not in ("swiglu", "gelu"):
@@ -170,6 +174,8 @@ def to_transformer_config(model: ModelConfig, parallel: ParallelConfig):
         gradient_accumulation_fusion=False, masked_softmax_fusion=fused,
         bias_activation_fusion=fused, bias_dropout_fusion=fused, apply_rope_fusion=fused,
         persist_layer_norm=fused, cross_entropy_loss_fusion=False,
+        **({"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}
+           if model.recompute == "full" else {}),
     )
 
 
