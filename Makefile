@@ -63,10 +63,14 @@ gpu-test:
 		$(MAKE) --no-print-directory setup && $(PY) -m pytest -m gpu -q -p no:cacheprovider tests/gpu; \
 	fi
 
+# e2e_throughput: the quick setting (4 pairs, 256 tokens; README "Benchmarks" for the issue's full
+# one); TRL_PYTHON=/path/to/python (an interpreter with trl, outside this project) adds TRL's DPOTrainer.
+TRL_PYTHON ?=
 bench: setup
 	$(PY) -m benchmarks.step_overhead
 	$(PY) -m benchmarks.attention
 	$(PY) -m benchmarks.logprob_memory
+	$(PY) -m benchmarks.e2e_throughput $(if $(TRL_PYTHON),--trl-python $(TRL_PYTHON))
 
 # HF -> Megatron -> RE-DPO on noisy real pairs -> HF -> generate; tens of minutes on 2 cores, not in `test`.
 real-model: setup

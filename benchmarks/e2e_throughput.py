@@ -1,7 +1,8 @@
 """End-to-end DPO training on the real model: tokens/s, peak RSS, launch and end-of-run time.
 
 Runs `python -m recipes.train` on SmolLM2-135M-Instruct (the asset cache, recipes/fetch_assets.py)
-and the first --pairs pairs of the llamafactory demo set (chat template, --max-length), plain DPO
+and the first --pairs pairs of the llamafactory demo set that fit in --max-length untruncated
+(chat template; the next 4 are the validation split), plain DPO
 (beta 0.1), micro-batch 2 x 2 micro-batches (global 4), lr 1e-6, one process with --threads
 threads, as subprocesses, for each reference mode (online: the frozen model forward every step;
 precomputed: sums written first by recipes.precompute_reference) and each batching (padded rows,
@@ -44,7 +45,26 @@ MICRO_BATCH, GLOBAL_BATCH, BETA, LR = 2, 4, 0.1, 1e-6
 POLL_S = 0.05
 
 
-def prepare(out: Path, cache: Path, pairs: int, validation_pairs: int) -> dict:
+def fitting_rows(demo: Path, hf: Path, max_length: int, wanted: int) -> list[str]:
+    """The first `wanted` rows whose chosen and rejected sequences (chat template) fit in max_length
+    untruncated: both frameworks then train on the same token sequences (TRL drops a pair whose
+    prompt alone reaches max_length, ours keeps it truncated)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(hf))
+    rows = []
+    for line in demo.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if max(len(tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True))
+               for side in ("chosen", "rejected")) <= max_length:
+            rows.append(line)
+            if len(rows) == wanted:
+                return rows
+    raise SystemExit(f"error: {demo} has {len(rows)} pairs that fit in --max-length {max_length}, "
+                     f"fewer than {wanted} (--pairs + validation)")
+
+
+def prepare(out: Path, cache: Path, pairs: int, validation_pairs: int, max_length: int) -> dict:
     """Assets (fetched / imported once), the benchmark's train and validation files."""
     hf = fetch_smollm2(cache)
     demo = fetch_dpo_demo(cache) / "train.jsonl"
@@ -53,10 +73,8 @@ def prepare(out: Path, cache: Path, pairs: int, validation_pairs: int) -> dict:
         subprocess.run([sys.executable, "-m", "recipes.convert", "import", "--hf", str(hf), "--out", str(mcore)],
                        check=True)
         (mcore / MARKER).write_text("")
-    rows = demo.read_text(encoding="utf-8").splitlines()
-    if len(rows) < pairs + validation_pairs:
-        raise SystemExit(f"error: {demo} has {len(rows)} pairs, fewer than --pairs + validation")
-    data = out / f"data_{pairs}"
+    rows = fitting_rows(demo, hf, max_length, pairs + validation_pairs)
+    data = out / f"data_{pairs}_{max_length}"
     data.mkdir(parents=True, exist_ok=True)
     (data / "train.jsonl").write_text("\n".join(rows[:pairs]) + "\n", encoding="utf-8")
     (data / "validation.jsonl").write_text("\n".join(rows[pairs:pairs + validation_pairs]) + "\n",
@@ -88,7 +106,7 @@ def tokens_per_epoch(paths: dict, max_length: int) -> int:
 
 def precompute(paths: dict, out: Path, max_length: int, env: dict) -> dict:
     """Reference sums for model.reference=precomputed; returns paths pointing at those files."""
-    ref = out / f"reference_{paths['train'].parent.name}_{max_length}"
+    ref = out / f"reference_{paths['train'].parent.name}"
     if not (ref / "reference_logps.json").is_file():
         subprocess.run([sys.executable, "-m", "recipes.precompute_reference",
                         *train_overrides(paths, max_length, 1), f"+out={ref}"], check=True, env=env)
@@ -182,7 +200,7 @@ def main() -> None:
     out = args.out.resolve()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "TOKENIZERS_PARALLELISM": "false"}
-    paths = prepare(out, args.cache_dir or default_cache_dir(), args.pairs, validation_pairs=4)
+    paths = prepare(out, args.cache_dir or default_cache_dir(), args.pairs, 4, args.max_length)
     steps_per_epoch = args.pairs // GLOBAL_BATCH
     steps = steps_per_epoch * args.epochs
     ours_tokens = tokens_per_epoch(paths, args.max_length)
