@@ -124,6 +124,10 @@ class Trainer:
         self.data.sampler.load_state_dict(common["sampler"])
         if self.last_visits is not None and "last_visits" in common:
             self.last_visits.load_state_dict(common["last_visits"])
+        elif self.last_visits is not None and _is_logging_rank():
+            print(f"warning: {latest} holds no last-visit Deltas (saved with another "
+                  f"train.final_pass): pairs visited before it get w null unless visited again",
+                  flush=True)
         if common["config"]["optim"] != self.settings.resolved["optim"] \
                 or common["config"]["train"]["max_steps"] != self.settings.train.max_steps:
             print(f"warning: {latest} was saved with other optim / train.max_steps settings; the "
