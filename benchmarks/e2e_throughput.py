@@ -33,6 +33,7 @@ times from when those records appear (polled every 50 ms).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,7 +222,8 @@ def main() -> None:
             else:
                 command = trl_command(paths, args, mode == "precomputed", run_dir)
             load = os.getloadavg()[0]
-            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(run_dir, ignore_errors=True)   # a fresh run: no checkpoint to resume from
+            run_dir.mkdir(parents=True)
             measured = measure(command, run_dir / "metrics.jsonl", out / "runs" / f"{run_dir.name}.log", env)
             tokens = ours_tokens if framework == "ours" else trl_tokens(run_dir, args.pairs)
             result = {**summarise(measured, tokens, steps_per_epoch, args.warmup_epochs),
