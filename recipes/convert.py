@@ -114,9 +114,9 @@ def _must_not_exist(path: Path) -> None:
 
 def run_import(args) -> int:
     from nemo_repo.convert.bridge import (check_hf_weights, load_hf_weights, model_config_from_hf,
-                                          write_metadata)
+                                          write_converted)
+    from nemo_repo.model.weights import save_model_weights
     from nemo_repo.ranks import on_rank_zero
-    from nemo_repo.training.checkpoint import save_model_weights
 
     timer = _Timer()
     hf_dir, out = Path(args.hf), Path(args.out)
@@ -130,7 +130,7 @@ def run_import(args) -> int:
     timer.lap("load HF weights")
     save_model_weights(out, chunks)
     # the checkpoint is complete (metadata + HF assets) on every rank's return
-    on_rank_zero(write_metadata, out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
+    on_rank_zero(write_converted, out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
     timer.lap(f"save {out}")
     ok = not args.verify or _verify(chunks, hf_dir, model_config, args.tolerance, "import")
     if args.verify:
@@ -169,12 +169,13 @@ def run_export(args) -> int:
 
     from nemo_repo.convert.bridge import (export_hf_weights, find_hf_assets, model_config_from_hf,
                                           read_hf_config, save_hf_folder)
+    from nemo_repo.model.weights import load_model_weights
     from nemo_repo.ranks import on_rank_zero
-    from nemo_repo.training.checkpoint import load_model_weights
+    from nemo_repo.training.checkpoint import saved_init_from
 
     timer = _Timer()
     checkpoint, out = resolve_checkpoint(args.checkpoint), Path(args.out)
-    assets = find_hf_assets(checkpoint, args.source)
+    assets = find_hf_assets(checkpoint, args.source, saved_init_from(checkpoint))
     hf_config = read_hf_config(assets)
     model_config = model_config_from_hf(assets, dtype=checkpoint_dtype(checkpoint))
     out_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or model_config.dtype]

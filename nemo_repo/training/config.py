@@ -7,23 +7,19 @@ allocated: validating the 7B/8B recipes is cheap.
 """
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_repo.device import DEVICES, DeviceError, resolve
 from nemo_repo.model.parallel import LayoutError, ParallelConfig, validate_layout
+from nemo_repo.model.imported import ImportedModelError, imported_model_config
 from nemo_repo.model.presets import ModelConfig, get_preset, resolved_layer_spec
 from nemo_repo.objectives import ObjectiveConfig, RobustConfig
 from nemo_repo.training.optim import OptimConfig
 from nemo_repo.training.signals import FaultInjection
 from nemo_repo.reliability import ReliabilityConfig
-
-
-IMPORTED_MODEL_FILE = "nemo_repo_model.json"   # written by nemo_repo.convert.bridge.write_metadata
 
 
 class ConfigError(ValueError):
@@ -109,23 +105,6 @@ def _non_negative_ints(section: str, values: dict, names) -> None:
             raise ConfigError(f"{section}.{name} must be a non-negative integer, got {value!r}")
 
 
-def imported_model_config(init_from) -> ModelConfig:
-    """The shape `recipes.convert import` recorded next to its weights (nemo_repo_model.json)."""
-    if not init_from:
-        raise ConfigError("model.preset is null: set model.init_from to a checkpoint written by "
-                          "`python -m recipes.convert import` (its model shape is used)")
-    path = Path(init_from).expanduser() / IMPORTED_MODEL_FILE
-    try:
-        fields = json.loads(path.read_text())["model_config"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"model.preset is null but {path} cannot be read ({error!r}); set "
-                          f"model.preset or point model.init_from at an imported checkpoint") from error
-    try:
-        return ModelConfig(**fields)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{path}: invalid model_config: {error}") from error
-
-
 REFERENCE_MODES = ("model", "precomputed")
 
 
@@ -146,7 +125,10 @@ def _model(section: dict) -> tuple[ModelConfig, str | None]:
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join('model.' + k for k in unknown)}")
     preset, init_from = section.get("preset"), section.get("init_from")
-    imported = imported_model_config(init_from) if preset is None else None
+    try:
+        imported = imported_model_config(init_from) if preset is None else None
+    except ImportedModelError as error:
+        raise ConfigError(f"model.preset is null: {error}") from error
     try:
         model = dataclasses.replace(imported or get_preset(preset), **dict(section.get("overrides") or {}),
                                     layer_spec=section.get("layer_spec") or "auto")

@@ -19,11 +19,12 @@ import yaml
 
 from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
+from nemo_repo.model.weights import load_model_weights
 from nemo_repo.ranks import on_rank_zero
 from nemo_repo.reliability import ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
-from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
+from nemo_repo.training.checkpoint import load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
 from nemo_repo.training.logging import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
