@@ -12,9 +12,6 @@ torch.distributed is initialised, rank 0 prepares the cache first and the other 
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +28,7 @@ from nemo_repo.data.tokenize import (PairEncoder, TokenizedSplit, TokenizeSettin
                                      load_tokenizer, tokenize_examples, tokenizer_fingerprint)
 from nemo_repo.data.validate import (FIELDS, TOO_FEW_PAIRS, DataReport, DataValidationError, SplitReport,
                                      file_error, require_pairs, validate_records)
+from nemo_repo.files import new_directory
 from nemo_repo.reliability import AnnotatorIndex
 
 SPLITS = ("train", "validation")
@@ -120,13 +118,8 @@ def materialize_synthetic(config: DataConfig) -> DataConfig:
     folder = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     folder = folder / "synthetic" / key
     if not (folder / TRUTH_FILE).is_file():   # written aside, then renamed: ranks may race
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
-        write_synthetic(tmp, synthetic)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with new_directory(folder) as tmp:
+            write_synthetic(tmp, synthetic)
     return dataclasses.replace(
         config, synthetic=None, train=config.train or str(folder / "train.jsonl"),
         validation=config.validation or (None if config.validation_fraction else str(folder / "validation.jsonl")),
