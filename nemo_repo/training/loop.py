@@ -26,7 +26,7 @@ from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
 from nemo_repo.training.checkpoint import load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
-from nemo_repo.training.logging import MetricsLogger
+from nemo_repo.training.metrics import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
 
 

@@ -6,7 +6,7 @@ import torch
 
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.distenv import distributed_env
-from nemo_repo.training.logging import METRICS_FILE, MetricsLogger
+from nemo_repo.training.metrics import METRICS_FILE, MetricsLogger
 
 
 def test_metrics_jsonl_drops_records_after_the_resumed_step(tmp_path):
