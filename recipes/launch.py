@@ -19,9 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recipes.errors import EXIT_INVALID_INPUT, invalid_input
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "slurm" / "train.sbatch"
-EXIT_BAD_INPUT = 2
 MAX_SIGNAL_SECONDS = 65535   # Slurm's limit for --signal=...@seconds
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _SBATCH = re.compile(r"^#SBATCH\s+--([\w-]+)(?:=(.*))?$")
@@ -204,8 +205,7 @@ def main(argv=None) -> int:
                "CONTAINER_IMAGE": args.container_image, "CONTAINER_MOUNTS": args.container_mounts}
         script = render(template, sbatch_options(args, run_dir, recipe), env, overrides)
     except LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return invalid_input(error, "error")
     print(layout_report(args, settings, run_dir))
     if args.dry_run:
         print(f"# sbatch {run_dir / 'slurm' / 'train.sbatch'}\n{script}", end="")
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     if shutil.which("sbatch") is None:
         print("error: sbatch not found on PATH (run on a Slurm login node, or use --dry-run)",
               file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_INVALID_INPUT
     path = run_dir / "slurm" / "train.sbatch"
     path.parent.mkdir(parents=True, exist_ok=True)   # Slurm does not create the log directory
     path.write_text(script)

@@ -237,8 +237,10 @@ def export_hf_weights(chunks, hf_config, model_config: ModelConfig, dtype=None) 
     weights = {}
     for name, tensor in bridge.stream_weights_megatron_to_hf(chunks, target, cpu=True,
                                                              show_progress=False):
-        if rank() == 0:
-            weights[name] = (tensor if dtype is None else tensor.to(dtype)).contiguous()
+        if rank() == 0:   # a copy: the bridge yields views of fused / padded tensors, which
+            # huggingface_hub's safetensors writer refuses (and which would keep those alive)
+            weights[name] = tensor.to(dtype=dtype or tensor.dtype, memory_format=torch.contiguous_format,
+                                      copy=True)
     return weights if rank() == 0 else None
 
 
