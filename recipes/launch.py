@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recipes.errors import composition_error
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "slurm" / "train.sbatch"
 EXIT_BAD_INPUT = 2
@@ -133,7 +135,7 @@ def compose_and_validate(overrides: list[str], world_size: int):
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as error:   # hydra's errors name the override
-        raise LaunchError(f"overrides do not compose: {error}") from error
+        raise LaunchError(f"overrides do not compose: {composition_error(error)}") from error
     HydraConfig.instance().set_config(cfg)   # run.name interpolates ${hydra:runtime.choices.recipe}
     with open_dict(cfg):
         del cfg["hydra"]
