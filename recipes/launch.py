@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         run_dir = Path(args.run_dir).expanduser().resolve()
         overrides = [*args.overrides, f"run.dir={run_dir}"]
         settings = compose_and_validate(overrides, args.nodes * args.gpus_per_node)
-        recipe = settings.resolved["run"]["name"]
+        recipe = settings.run.name
         env = {"REPO_DIR": REPO_ROOT, "GPUS_PER_NODE": args.gpus_per_node,
                "MAX_RESTARTS": args.max_restarts, "MASTER_PORT": args.master_port,
                "CONTAINER_IMAGE": args.container_image, "CONTAINER_MOUNTS": args.container_mounts}
