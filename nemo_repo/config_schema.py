@@ -9,7 +9,12 @@ type raises with one line naming the full key:
 
 The dataclass's own checks (ranges, choices, cross-field) stay in its __post_init__ and run when the
 caller constructs it from the typed values: `ObjectiveConfig(**typed(ObjectiveConfig, "objective", s))`.
+Enum fields take their members' values as the YAML writes them (robust.mode: re); OmegaConf alone
+would match member names.
 """
+
+import typing
+from enum import Enum
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -25,13 +30,28 @@ def describe(error: OmegaConfBaseException, section: str = "") -> str:
     return f"{key}: {error.msg.splitlines()[0]}"
 
 
+def _enum_members(schema, section: str, values) -> dict:
+    """`values` with the value of every Enum field replaced by its member."""
+    hints = typing.get_type_hints(schema if isinstance(schema, type) else type(schema))
+    members = dict(values)
+    for name, kind in hints.items():
+        if isinstance(kind, type) and issubclass(kind, Enum) and isinstance(members.get(name), str):
+            choices = {member.value: member for member in kind}
+            if members[name] not in choices:
+                raise ValueError(f"{section}.{name}: {members[name]!r} is not one of "
+                                 f"{', '.join(map(str, choices))}")
+            members[name] = choices[members[name]]
+    return members
+
+
 def typed(schema, section: str, values) -> dict:
     """`values` typed by `schema` (a dataclass, or an instance whose values are the defaults);
     KeyError for an unknown key, ValueError for a wrong type, each naming `section`.<key>."""
     node = OmegaConf.structured(schema)
     OmegaConf.set_readonly(node, False)   # a frozen dataclass makes a read-only node
     try:
-        return OmegaConf.to_container(OmegaConf.merge(node, values), throw_on_missing=True)
+        return OmegaConf.to_container(OmegaConf.merge(node, _enum_members(schema, section, values)),
+                                      throw_on_missing=True)
     except ConfigKeyError as error:
         raise KeyError(describe(error, section)) from error
     except OmegaConfBaseException as error:
