@@ -98,7 +98,7 @@ class DataConfig:
                         self.static_shapes)
 
 
-def build_data_config(section) -> DataConfig:
+def build_data_config(section: dict) -> DataConfig:
     """DataConfig from the `data` section (a mapping), typed by DataConfig and data.synthetic by
     SyntheticConfig (config_schema.typed): an unknown key raises KeyError, a wrong type ValueError,
     each naming `data.<key>`."""
