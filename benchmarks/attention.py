@@ -18,12 +18,13 @@ import torch
 
 from benchmarks.report import emit, quartiles
 from benchmarks.step_overhead import make_batches
-from nemo_repo.model.aligner import PreferenceAligner
 from nemo_repo.model.parallel import ParallelConfig, destroy_parallel, initialize_parallel
 from nemo_repo.model.policy import build_policy
+from nemo_repo.model.preference import PreferenceModel
 from nemo_repo.model.presets import get_preset
-from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig
 from nemo_repo.training.optim import OptimConfig, build_optimizer
+from nemo_repo.training.step import StepRunner
 
 CHOICES = ("sdpa", "unfused")
 
@@ -36,9 +37,10 @@ def setup(args, choices):
     steps = {}
     for choice in choices:
         policy = build_policy(replace(model, core_attention=choice), parallel, seed=0)
-        aligner = PreferenceAligner(policy, model, ObjectiveConfig(name="simpo"), RobustConfig())
+        runner = StepRunner(PreferenceModel(policy, model, ObjectiveConfig(name="simpo"), RobustConfig()),
+                            ReferenceMode.NONE)
         optimizer = build_optimizer(OptimConfig(lr=1e-6, total_steps=1), policy)
-        steps[choice] = lambda a=aligner, o=optimizer: a.train_step(batches, o)
+        steps[choice] = lambda r=runner, o=optimizer: r.train_step(batches, o)
     return model, steps
 
 

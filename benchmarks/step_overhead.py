@@ -12,13 +12,14 @@ import time
 
 import torch
 
-from nemo_repo.model.aligner import PreferenceAligner
 from nemo_repo.model.parallel import ParallelConfig, destroy_parallel, initialize_parallel
 from nemo_repo.model.policy import build_policy, build_reference
+from nemo_repo.model.preference import PreferenceModel
 from nemo_repo.model.presets import get_preset
-from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig, resolve_reference_mode
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
 from nemo_repo.training.optim import OptimConfig, build_optimizer
+from nemo_repo.training.step import StepRunner
 from nemo_repo.data.batch import TokenizedPair, collate_padded
 from benchmarks.report import emit, quartiles
 
@@ -58,14 +59,16 @@ def main() -> None:
     for objective in ("dpo", "simpo"):
         for mode in ("none", "re"):
             obj = ObjectiveConfig(name=objective)
-            configs[(objective, mode)] = PreferenceAligner(
-                policy, model, obj, RobustConfig(mode=mode), ReliabilityState(ReliabilityConfig(), index),
-                reference if obj.needs_reference else None)
+            reference_mode = resolve_reference_mode(obj)
+            configs[(objective, mode)] = StepRunner(
+                PreferenceModel(policy, model, obj, RobustConfig(mode=mode)), reference_mode,
+                ReliabilityState(ReliabilityConfig(), index),
+                reference if reference_mode is ReferenceMode.MODEL else None)
     times = {key: [] for key in configs}
     for rep in range(args.warmup + args.reps):
-        for key, aligner in configs.items():
+        for key, runner in configs.items():
             start = time.perf_counter()
-            aligner.train_step(batches, optimizer)
+            runner.train_step(batches, optimizer)
             elapsed = time.perf_counter() - start
             if rep >= args.warmup:
                 times[key].append(elapsed)

@@ -77,9 +77,10 @@ class ReliabilityConfig:
     calibration_window: int = 20
     scale_bounds: tuple[float, float] = (0.1, 50.0)
     # final_refit: the reported eta (reliability.json, pair_weights.jsonl) comes from EM iterated
-    # to convergence on the final pass over the training pairs (the trained model's Delta of every
-    # pair, or of the held-out pairs only; calibrated when calibrate=true): the exact M-step of one
-    # fixed snapshot, free of the running update's lag behind a model that kept improving.
+    # to convergence on the training pairs' final Deltas (train.final_pass: each pair's Delta at
+    # its last training visit, or a full pass of the trained model; of every pair, or of the
+    # held-out pairs only; calibrated when calibrate=true): the exact M-step of one fixed set of
+    # scores, free of the running update's lag behind a model that kept improving.
     final_refit: bool = False
 
     def __post_init__(self):

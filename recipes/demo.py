@@ -25,7 +25,8 @@ def train(name: str, robust: str, overrides: list[str]) -> Path:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
                "--master-addr=127.0.0.1", f"--master-port={_port()}",
                "-m", "recipes.train", "recipe=tiny_cpu", f"robust={robust}", f"run.dir={run_dir}",
-               "checkpoint.resume=false", "logging.progress=false", *overrides]
+               "checkpoint.resume=false", "logging.progress=false",
+               "train.final_pass=full", *overrides]   # table (c) audits the final policy's w
     path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     print(f"\n=== {name}: robust={robust} ({' '.join(command[6:])})", flush=True)
@@ -54,7 +55,7 @@ def _read(run_dir: Path):
 
 def detection(weights: list[dict], flipped: set) -> dict:
     """Precision / recall of the rule "w < 0.5" at finding the flipped training pairs."""
-    flagged = {row["id"] for row in weights if row["w"] < 0.5}
+    flagged = {row["id"] for row in weights if row["w"] is not None and row["w"] < 0.5}
     hits = len(flagged & flipped)
     return {"flagged": len(flagged), "precision": hits / len(flagged) if flagged else float("nan"),
             "recall": hits / len(flipped) if flipped else float("nan")}

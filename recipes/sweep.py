@@ -74,17 +74,18 @@ def truth_of(run_dir: Path) -> dict:
 
 def summarise_run(run_dir: Path, truth: dict) -> dict:
     """One results.csv row (without the grid coordinates)."""
+    from nemo_repo.objectives import RobustConfig
     from nemo_repo.training.outputs import read_jsonl
 
     eval_metrics = json.loads((run_dir / "eval.json").read_text())
     row = {"accuracy": eval_metrics.get("true_label_accuracy")}
     weights = read_jsonl(run_dir / "pair_weights.jsonl")
     reliability = {r["annotator_id"]: r for r in json.loads((run_dir / "reliability.json").read_text())}
-    robust = yaml.safe_load((run_dir / "config.yaml").read_text())["robust"]["mode"]
+    robust = RobustConfig(mode=yaml.safe_load((run_dir / "config.yaml").read_text())["robust"]["mode"])
     flipped = set(truth["flipped_ids"])
     errors = []
     for name, info in truth["annotators"].items():
-        if robust != "re":
+        if not robust.trains_reliability:
             continue
         eta = reliability[name]["eta"]
         errors.append(abs(eta - info["eta_star"]))
@@ -144,6 +145,7 @@ def plots(out: Path, rows: list[dict], methods: list[str], noises: list[str], tr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nemo_repo.objectives import RobustConfig
     from nemo_repo.training.outputs import read_jsonl
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

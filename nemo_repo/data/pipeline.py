@@ -336,6 +336,10 @@ class PreferenceData:
     def pair_ids(self, split: str) -> list[str]:
         return list(self.splits[split].pair_ids)
 
+    def annotator_indices(self, split: str) -> list[int]:
+        """The dense annotator index (self.annotators) of every pair of the split, in order."""
+        return self._annotator_index[split].tolist()
+
     def num_pairs(self, split: str) -> int:
         return len(self.splits[split])
 

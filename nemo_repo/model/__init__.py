@@ -1,4 +1,4 @@
-"""Layer 4: the aligner model on megatron-core (see each module's docstring).
+"""Layer 4: the preference model on megatron-core (see each module's docstring).
 
 compat      megatron-core's CPU patches: named, for megatron's calls only, removable (CPU runs only)
 versions    is the installed megatron stack one our pins work with (python -m nemo_repo.model.versions)
@@ -7,7 +7,9 @@ presets     ModelConfig, PRESETS, to_transformer_config, layer_spec (local | tra
 attention   core attention on torch's scaled_dot_product_attention for the local spec
 policy      build_policy (GPTModel + mcore DDP), build_reference (frozen, forward-only)
 logprobs    per-sequence completion log-prob sums from vocab-parallel logits
-aligner     PreferenceAligner (forward_step / loss_func, train_step, evaluate)
+preference  PreferenceModel (forward_step / loss_func / run of the policy under an objective),
+            CompletionScorer (score: forward-only completion log-prob sums, e.g. the reference),
+            PassState (what one pass takes and records); the step around them: training/step.py
 """
 
 import warnings

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from nemo_repo.objectives.base import ObjectiveConfig, SequenceLogProbs, as_float, base_terms
-from nemo_repo.objectives.robust import RobustConfig, posterior_weight, robust_loss
+from nemo_repo.objectives.base import (ObjectiveConfig, ReferenceMode, SequenceLogProbs, as_float,
+                                       base_terms, resolve_reference_mode)
+from nemo_repo.objectives.robust import RobustConfig, RobustMode, posterior_weight, robust_loss
 
-__all__ = ["ObjectiveConfig", "RobustConfig", "SequenceLogProbs", "PreferenceLossOutput",
-           "preference_loss", "posterior_weight"]
+__all__ = ["ObjectiveConfig", "ReferenceMode", "resolve_reference_mode", "RobustConfig", "RobustMode",
+           "SequenceLogProbs", "PreferenceLossOutput", "preference_loss", "posterior_weight"]
 
 
 @dataclass
@@ -40,12 +41,12 @@ def preference_loss(logps: SequenceLogProbs, objective: ObjectiveConfig, robust:
         as_float(logps.chosen_tokens, like), as_float(logps.rejected_tokens, like),
         logps.reference_chosen, logps.reference_rejected)
     terms = base_terms(logps, objective)
-    if robust.mode == "re" and eta is None:
+    if robust.trains_reliability and eta is None:
         raise ValueError("robust.mode 're' needs eta (the reliability of each pair's annotator)")
     w = None if eta is None else posterior_weight(terms.delta, as_float(eta, like), scale)
     chosen, rejected = terms.chosen_reward.detach(), terms.rejected_reward.detach()
     margin = chosen - rejected
     return PreferenceLossOutput(
-        loss=robust_loss(terms, robust, w if robust.mode == "re" else None), delta=terms.delta, w=w,
+        loss=robust_loss(terms, robust, w if robust.trains_reliability else None), delta=terms.delta, w=w,
         chosen_reward=chosen, rejected_reward=rejected, margin=margin,
         reward_accuracy=(margin > 0).to(like.dtype))

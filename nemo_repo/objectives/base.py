@@ -6,6 +6,7 @@ objective. Delta = L(rev) - L(obs) is the logit of the loss-induced preference p
 """
 
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,33 @@ class ObjectiveConfig:
     def needs_reference(self) -> bool:
         """DPO and IPO compare against a frozen reference policy; SimPO and CPO do not."""
         return self.name in ("dpo", "ipo")
+
+
+class ReferenceMode(str, Enum):
+    """Where the reference log-prob sums of a pair come from (resolved once, from model.reference
+    and the objective, by resolve_reference_mode)."""
+    MODEL = "model"               # a frozen copy of the initial policy, forward-only every step
+    PRECOMPUTED = "precomputed"   # every batch carries reference_chosen / reference_rejected
+    NONE = "none"                 # SimPO / CPO: the objective uses no reference
+
+
+REQUESTED_REFERENCE_MODES = (ReferenceMode.MODEL.value, ReferenceMode.PRECOMPUTED.value)
+
+
+def resolve_reference_mode(objective: ObjectiveConfig,
+                           requested: "ReferenceMode | str" = ReferenceMode.MODEL) -> ReferenceMode:
+    """The reference mode of a run: `requested` (model.reference: model | precomputed) for an
+    objective with a reference, NONE for SimPO / CPO (with them, precomputed is an error)."""
+    if requested not in REQUESTED_REFERENCE_MODES:
+        raise ValueError(f"model.reference must be one of {REQUESTED_REFERENCE_MODES}, got {requested!r}")
+    requested = ReferenceMode(requested)
+    if objective.needs_reference:
+        return requested
+    if requested is ReferenceMode.PRECOMPUTED:
+        raise ValueError(f"model.reference=precomputed, but objective {objective.name!r} uses no "
+                         "reference model (SimPO / CPO): remove the override (model.reference=model "
+                         "builds no reference for them either)")
+    return ReferenceMode.NONE
 
 
 @dataclass

@@ -6,6 +6,7 @@ probabilities), and the M-step loss w * softplus(-Delta) + (1 - w) * softplus(De
 """
 
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +14,25 @@ from torch import Tensor
 
 from nemo_repo.objectives.base import BaseTerms
 
-ROBUST_MODES = ("none", "ls", "rdpo", "holder", "ropo", "re")
+
+
+class RobustMode(str, Enum):
+    """robust.mode (YAML strings compare and convert as they are: RobustMode("re") == "re")."""
+    NONE = "none"       # the base objective as labelled
+    LS = "ls"           # label smoothing
+    RDPO = "rdpo"       # unbiased loss for a known flip rate
+    HOLDER = "holder"   # Hölder-DPO
+    ROPO = "ropo"
+    RE = "re"           # RE-PO: EM over per-annotator reliability
+
+
+ROBUST_MODES = tuple(mode.value for mode in RobustMode)
 RE_FORMS = ("induced", "weighted")
 
 
 @dataclass(frozen=True)
 class RobustConfig:
-    mode: str = "none"
+    mode: RobustMode = RobustMode.NONE
     epsilon: float = 0.1          # label smoothing rate (ls) / known flip rate (rdpo)
     holder_gamma: float = 2.0     # Hölder-DPO exponent
     ropo_alpha: float = 14.0      # ROPO trade-off a
@@ -28,6 +41,7 @@ class RobustConfig:
     def __post_init__(self):
         if self.mode not in ROBUST_MODES:
             raise ValueError(f"robust.mode must be one of {ROBUST_MODES}, got {self.mode!r}")
+        object.__setattr__(self, "mode", RobustMode(self.mode))
         if not 0.0 <= self.epsilon < 0.5:
             raise ValueError(f"robust.epsilon must be in [0, 0.5), got {self.epsilon}")
         if not self.holder_gamma > 0:
@@ -36,6 +50,11 @@ class RobustConfig:
             raise ValueError(f"robust.ropo_alpha must be > 0, got {self.ropo_alpha}")
         if self.re_form not in RE_FORMS:
             raise ValueError(f"robust.re_form must be one of {RE_FORMS}, got {self.re_form!r}")
+
+    @property
+    def trains_reliability(self) -> bool:
+        """RE mode: the loss uses the posterior w and every optimizer step updates eta."""
+        return self.mode is RobustMode.RE
 
 
 def posterior_weight(delta: Tensor, eta: Tensor, scale: float = 1.0) -> Tensor:
@@ -53,17 +72,17 @@ def posterior_weight(delta: Tensor, eta: Tensor, scale: float = 1.0) -> Tensor:
 def robust_loss(terms: BaseTerms, cfg: RobustConfig, w: Tensor | None = None) -> Tensor:
     """Per-pair loss of robust mode `cfg.mode`; `w` (detached) is required for mode "re"."""
     obs, rev, delta = terms.loss_observed, terms.loss_reversed, terms.delta
-    if cfg.mode == "none":
+    if cfg.mode is RobustMode.NONE:
         return obs
-    if cfg.mode == "ls":
+    if cfg.mode is RobustMode.LS:
         return (1.0 - cfg.epsilon) * obs + cfg.epsilon * rev
-    if cfg.mode == "rdpo":
+    if cfg.mode is RobustMode.RDPO:
         return ((1.0 - cfg.epsilon) * obs - cfg.epsilon * rev) / (1.0 - 2.0 * cfg.epsilon)
-    if cfg.mode == "holder":
+    if cfg.mode is RobustMode.HOLDER:
         log_p = F.logsigmoid(delta)                     # p = sigma(Delta); = sigma(beta h) for DPO
         g = cfg.holder_gamma
         return -(1.0 + g) * torch.exp(g * log_p) + g * torch.exp((1.0 + g) * log_p)
-    if cfg.mode == "ropo":
+    if cfg.mode is RobustMode.ROPO:
         a = cfg.ropo_alpha
         return (4 * a / (1 + a) ** 2) * F.softplus(-delta) + (4 * a * a / (1 + a) ** 2) * torch.sigmoid(-delta)
     if w is None:

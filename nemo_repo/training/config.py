@@ -18,8 +18,9 @@ from nemo_repo.config_schema import typed
 from nemo_repo.device import DEVICES, DeviceError, resolve
 from nemo_repo.model.parallel import LayoutError, ParallelConfig, validate_layout
 from nemo_repo.model.presets import ModelConfig, get_preset, resolved_layer_spec
-from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig, resolve_reference_mode
 from nemo_repo.training.optim import OptimConfig
+from nemo_repo.training.outputs import FinalPass
 from nemo_repo.training.signals import FaultInjection
 from nemo_repo.reliability import ReliabilityConfig
 
@@ -60,10 +61,15 @@ class TrainSettings:
     eval_interval: int
     eval_max_pairs: int | None
     stop_at_step: int | None = None
+    final_pass: FinalPass = FinalPass.LAST_VISIT   # the Delta of pair_weights.jsonl (training/outputs.py)
 
     def __post_init__(self):
         _at_least("train", self, 1, "max_steps")
         _at_least("train", self, 0, "eval_interval", "eval_max_pairs", "stop_at_step")
+        choices = tuple(choice.value for choice in FinalPass)
+        if self.final_pass not in choices:
+            raise ValueError(f"train.final_pass must be one of {choices}, got {self.final_pass!r}")
+        object.__setattr__(self, "final_pass", FinalPass(self.final_pass))
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,9 @@ class Settings:
     fault: FaultInjection
     world_size: int
     resolved: dict          # the resolved config tree (saved with checkpoints and in the run dir)
-    reference: str = "model"   # model.reference: model | precomputed (see conf/model/_base.yaml)
+    # model.reference (model | precomputed, conf/model/_base.yaml) resolved with the objective:
+    # MODEL | PRECOMPUTED | NONE (SimPO / CPO)
+    reference: ReferenceMode = ReferenceMode.MODEL
 
 
 def _section(cfg: dict, key: str) -> dict:
@@ -180,18 +188,11 @@ def imported_model_config(init_from) -> ModelConfig:
         raise ConfigError(f"{path}: invalid model_config: {error}") from error
 
 
-REFERENCE_MODES = ("model", "precomputed")
-
-
-def _reference(section: ModelSection, objective: ObjectiveConfig) -> str:
-    mode = section.reference
-    if mode not in REFERENCE_MODES:
-        raise ConfigError(f"model.reference must be one of {REFERENCE_MODES}, got {mode!r}")
-    if mode == "precomputed" and not objective.needs_reference:
-        raise ConfigError(f"model.reference=precomputed, but objective {objective.name!r} uses no "
-                          "reference model (SimPO / CPO): remove the override (model.reference=model "
-                          "builds no reference for them either)")
-    return mode
+def _reference(section: ModelSection, objective: ObjectiveConfig) -> ReferenceMode:
+    try:
+        return resolve_reference_mode(objective, section.reference)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
 
 
 def _model(section: ModelSection) -> ModelConfig:
@@ -271,7 +272,11 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
         logging=build(LoggingSettings, "logging", _section(resolved, "logging")),
         fault=_fault(resolved.get("debug") or {}), world_size=world_size, resolved=resolved,
         reference=reference)
-    if reference == "precomputed" and build_data is not None:
+    if robust.trains_reliability and reliability.final_refit \
+            and settings.train.final_pass is FinalPass.NONE:
+        raise ConfigError("reliability.final_refit refits eta on the training pairs' final Delta: "
+                          "set train.final_pass=last_visit or full (not none)")
+    if reference is ReferenceMode.PRECOMPUTED and build_data is not None:
         from nemo_repo.training.reference import check_provenance
 
         try:

@@ -1,13 +1,16 @@
 """The training loop: one process per rank, started by recipes/train.py (torchrun or srun).
 
-Per optimizer step: this DP rank's micro-batches of the global batch -> PreferenceAligner.train_step
-(megatron schedule, loss, optimizer + LR step, eta update) -> metrics on rank 0 -> every
-`train.eval_interval` steps a validation pass -> every `checkpoint.interval` steps a checkpoint ->
-a collective check for SIGTERM / SIGUSR1 (then: checkpoint, exit 75). At the end: final
-checkpoint, final validation (eval.json), a forward pass over the training pairs with the final
-eta (pair_weights.jsonl, reliability.json), and PNG figures (plots/).
+Per optimizer step: this DP rank's micro-batches of the global batch -> StepRunner.train_step
+(megatron schedule, loss, optimizer + LR step, eta update) -> the pairs' last-visit Delta
+(train.final_pass=last_visit) -> metrics on rank 0 -> every `train.eval_interval` steps a
+validation pass -> every `checkpoint.interval` steps a checkpoint -> a collective check for
+SIGTERM / SIGUSR1 (then: checkpoint, exit 75). At the end: final validation (eval.json), final
+checkpoint, the training pairs' w with the final eta (pair_weights.jsonl, reliability.json: from
+the last-visit Deltas, or a forward pass over them with train.final_pass=full), and PNG figures
+(plots/).
 """
 
+import math
 import random
 import time
 from pathlib import Path
@@ -19,12 +22,15 @@ import yaml
 
 from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
+from nemo_repo.objectives import ReferenceMode, posterior_weight
 from nemo_repo.ranks import on_rank_zero
 from nemo_repo.reliability import ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
 from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
+from nemo_repo.training.last_visit import LastVisits
+from nemo_repo.training.outputs import FinalPass
 from nemo_repo.training.logging import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
 
@@ -65,7 +71,7 @@ class Trainer:
         self.data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                                    settings.parallel.global_batch_size,
                                    parallel_state.get_data_parallel_rank(), self.layout["dp"],
-                                   reference=settings.reference == "precomputed")
+                                   reference=settings.reference is ReferenceMode.PRECOMPUTED)
         if self.data.vocab_size > settings.model.vocab_size:
             raise ConfigError(f"the tokenizer ({settings.data.tokenizer}) has {self.data.vocab_size} "
                               f"tokens but model {settings.model.name} only {settings.model.vocab_size}: "
@@ -77,25 +83,30 @@ class Trainer:
         stack = build_training(settings.model, settings.parallel, settings.objective, settings.robust,
                                settings.optim, reliability=self.reliability, seed=settings.run.seed,
                                reference=settings.reference)
-        self.aligner = stack.aligner
+        self.runner = stack.runner
         self.policy, self.optimizer, self.scheduler = stack.model_chunks, stack.optimizer, stack.scheduler
         if settings.init_from:   # pretrained weights for the policy and the frozen reference
             for chunks in (stack.model_chunks, stack.reference_chunks):
                 if chunks is not None:
                     load_model_weights(settings.init_from, chunks)
-        if stack.aligner.reference_mode == "precomputed":
+        if settings.reference is ReferenceMode.PRECOMPUTED:
             for split, tokenized in self.data.splits.items():
                 if not self.data.has_reference(split):
                     raise ConfigError(
                         f"model.reference=precomputed, but the {split} rows ({tokenized.file}) have no "
                         f"reference_chosen / reference_rejected columns: write them with "
                         f"`python -m recipes.precompute_reference ... +out=DIR` and train on DIR's files")
+        self.last_visits = LastVisits(self.data.num_pairs("train")) \
+            if settings.train.final_pass is FinalPass.LAST_VISIT else None
         self.step = 0
 
     # ------------------------------------------------------------------ checkpoints
     def _common_state(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict(), "sampler": self.data.sampler.state_dict(),
-                "config": self.settings.resolved}
+        common = {"scheduler": self.scheduler.state_dict(), "sampler": self.data.sampler.state_dict(),
+                  "config": self.settings.resolved}
+        if self.last_visits is not None:
+            common["last_visits"] = self.last_visits.state_dict()
+        return common
 
     def save(self) -> None:
         ckpt = self.settings.checkpoint
@@ -111,6 +122,12 @@ class Trainer:
         latest, common = found
         self.scheduler.load_state_dict(common["scheduler"])
         self.data.sampler.load_state_dict(common["sampler"])
+        if self.last_visits is not None and "last_visits" in common:
+            self.last_visits.load_state_dict(common["last_visits"])
+        elif self.last_visits is not None and _is_logging_rank():
+            print(f"warning: {latest} holds no last-visit Deltas (saved with another "
+                  f"train.final_pass): pairs visited before it get w null unless visited again",
+                  flush=True)
         if common["config"]["optim"] != self.settings.resolved["optim"] \
                 or common["config"]["train"]["max_steps"] != self.settings.train.max_steps:
             print(f"warning: {latest} was saved with other optim / train.max_steps settings; the "
@@ -122,7 +139,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "validation") -> dict:
         batches = self.data.eval_batches(split, self.settings.train.eval_max_pairs)
-        metrics, per_pair = self.aligner.evaluate(batches)
+        metrics, per_pair = self.runner.evaluate(batches)
         if per_pair is not None:
             accuracy = true_label_accuracy(per_pair, self.data.label_correct(split))
             if accuracy is not None:
@@ -141,28 +158,53 @@ class Trainer:
         logger.log(self.step, "eta", {f"eta/{name}": eta[k] for k, name in enumerate(names)})
 
     def write_outputs(self, eval_metrics: dict, logger: MetricsLogger) -> None:
-        """Final pass over the training pairs (and reliability.final_refit on it: after the final
-        checkpoint, which keeps the training eta), the last eta record, then the output files."""
-        metrics, per_pair = self.aligner.evaluate(self.data.eval_batches("train", None))
-        if per_pair is not None and self.settings.robust.mode == "re" and self.reliability.config.final_refit:
-            self._refit_final(per_pair)
+        """The training pairs' Delta by train.final_pass, reliability.final_refit on them (after
+        the final checkpoint, which keeps the training eta), their w with the final eta, the last
+        eta record, then the output files."""
+        final_pass = self.settings.train.final_pass
+        pairs = self._final_pairs()
+        refit = self.settings.robust.trains_reliability and self.reliability.config.final_refit
+        if pairs is not None and refit:
+            scored = ~pairs["delta"].isnan()
+            self.reliability.refit(pairs["annotator_index"][scored], pairs["delta"][scored],
+                                   pairs["pair_index"][scored])
+        if pairs is not None and (refit or final_pass is FinalPass.LAST_VISIT):
+            eta = self.reliability.eta_for(pairs["annotator_index"]).to(torch.float64)
+            pairs["w"] = posterior_weight(pairs["delta"], eta, self.reliability.scale)   # NaN: no Delta
         self.log_eta(logger)
         if _is_logging_rank():
+            merged = outputs.merge_pairs(pairs)
+            merged["w"] = [None if math.isnan(w) else w for w in merged["w"]]
+            unvisited = sum(w is None for w in merged["w"])
+            if unvisited and final_pass is FinalPass.LAST_VISIT:
+                logger.write(f"{unvisited} of {len(merged['w'])} training pairs were never visited "
+                             f"(train.max_steps is shorter than an epoch): w null in "
+                             f"{outputs.PAIR_WEIGHTS_FILE}, not in reliability.json's mean_w")
             outputs.write_run_outputs(
-                self.run_dir, outputs.merge_pairs(per_pair), self.data.pair_ids("train"),
-                self.data.annotators.ids(), self.reliability.eta, {"step": self.step, **eval_metrics})
+                self.run_dir, merged, self.data.pair_ids("train"), self.data.annotators.ids(),
+                self.reliability.eta, {"step": self.step, **eval_metrics},
+                pair_weights=final_pass is not FinalPass.NONE)
             plots.write_plots(self.run_dir)
 
-    def _refit_final(self, per_pair: dict) -> None:
-        """reliability.final_refit: converged EM on the final pass; w re-scored with its eta."""
-        from nemo_repo.objectives import posterior_weight
-
-        self.reliability.refit(per_pair["annotator_index"], per_pair["delta"], per_pair["pair_index"])
-        eta = self.reliability.eta_for(per_pair["annotator_index"]).to(torch.float64)
-        per_pair["w"] = posterior_weight(per_pair["delta"].to(torch.float64), eta, self.reliability.scale)
+    def _final_pairs(self) -> dict | None:
+        """{pair_index, annotator_index, delta, w} (1-D tensors; NaN: none) of the training pairs
+        by train.final_pass: the full pass's (on DP rank 0, None elsewhere), the last visits'
+        (w still to compute), or none at all (final_pass none)."""
+        final_pass = self.settings.train.final_pass
+        if final_pass is FinalPass.FULL:
+            return self.runner.evaluate(self.data.eval_batches("train", None))[1]
+        count = self.data.num_pairs("train")
+        delta = torch.full((count,), float("nan"), dtype=torch.float64)
+        if final_pass is FinalPass.LAST_VISIT:
+            delta = torch.where(self.last_visits.visited, self.last_visits.delta, delta)
+        return {"pair_index": torch.arange(count),
+                "annotator_index": torch.tensor(self.data.annotator_indices("train"), dtype=torch.long),
+                "delta": delta, "w": torch.full((count,), float("nan"), dtype=torch.float64)}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
+        from megatron.core import parallel_state
+
         settings = self.settings
         train, log_cfg, ckpt = settings.train, settings.logging, settings.checkpoint
         self.maybe_resume()
@@ -176,7 +218,10 @@ class Trainer:
             while self.step < train.max_steps:
                 started = time.perf_counter()
                 batches = self.data.sampler.next_step()
-                metrics = self.aligner.train_step(batches, self.optimizer, self.scheduler)
+                result = self.runner.train_step(batches, self.optimizer, self.scheduler)
+                if self.last_visits is not None:
+                    self.last_visits.record(result.pairs, parallel_state.get_data_parallel_group())
+                metrics = result.metrics
                 seconds = time.perf_counter() - started
                 if self.data.sampler.last_plan.last_in_epoch:
                     self.reliability.end_epoch()   # exact M-step (Eq. 6) when reliability.update=epoch

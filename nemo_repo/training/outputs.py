@@ -2,15 +2,26 @@
 
 reliability.json    [{"annotator_id": str, "eta": float, "labels": int, "mean_w": float|null}, ...]
                     one entry per annotator: final eta, number of training pairs it labelled, and the
-                    mean posterior w of those pairs in the final pass (null if it has none)
-pair_weights.jsonl  {"id": str, "annotator_id": str, "w": float} per training pair: posterior
-                    w = sigma(Delta + logit(eta_k)) of the trained policy with the final eta (in
-                    robust modes other than re, eta stays at eta0: the same score, a fixed prior)
+                    mean posterior w of those of its pairs that have a w (null if none has)
+pair_weights.jsonl  {"id": str, "annotator_id": str, "w": float|null} per training pair, in split
+                    order: the posterior w = sigma(s * Delta + logit(eta_k)) with the final eta (and
+                    E-step scale s, reliability.calibrate; s = 1 otherwise; in robust modes other than
+                    re, eta stays at eta0: the same score, a fixed prior). Which Delta, by
+                    train.final_pass (FinalPass):
+                      last_visit  (default) the pair's Delta at its last training visit: the policy of
+                                  that step, before its update (training/last_visit.py); free, but
+                                  pairs seen early in the last epoch are scored by an older policy.
+                                  A pair never visited (max_steps shorter than an epoch) has w null;
+                                  the run prints how many
+                      full        a forward pass of the final policy (and reference) over every
+                                  training pair after the last step
+                      none        no pair_weights.jsonl (reliability.json has mean_w null)
 eval.json           final validation figures {"step": int, "loss": ..., "reward_accuracy": ..., ...}
 """
 
 import json
 import math
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -20,8 +31,15 @@ PAIR_WEIGHTS_FILE = "pair_weights.jsonl"
 EVAL_FILE = "eval.json"
 
 
+class FinalPass(str, Enum):
+    """train.final_pass: where the Delta of pair_weights.jsonl comes from (module docstring)."""
+    LAST_VISIT = "last_visit"
+    FULL = "full"
+    NONE = "none"
+
+
 def merge_pairs(per_pair: dict) -> dict:
-    """PreferenceAligner.evaluate's per-pair tensors -> lists (same keys) with one row per
+    """StepRunner.evaluate's per-pair tensors -> lists (same keys) with one row per
     pair_index (a DP sampler may repeat pairs to even out shards), sorted."""
     columns = {key: values.tolist() for key, values in per_pair.items()}
     first = {}
@@ -32,22 +50,28 @@ def merge_pairs(per_pair: dict) -> dict:
 
 
 def pair_weight_rows(pairs: dict, pair_ids, annotator_ids) -> list[dict]:
-    """Rows of pair_weights.jsonl from a merged pass (its w: the E-step at the pass's eta)."""
-    if any(math.isnan(w) for w in pairs["w"]):
+    """Rows of pair_weights.jsonl from merged per-pair lists (w: float, or None for a pair
+    without one: never visited, or final_pass none)."""
+    if any(w is not None and math.isnan(w) for w in pairs["w"]):
         raise ValueError("pair weights need the pass's posterior w (evaluate with a ReliabilityState)")
-    return [{"id": str(pair_ids[index]), "annotator_id": annotator_ids[k], "w": float(w)}
+    return [{"id": str(pair_ids[index]), "annotator_id": annotator_ids[k],
+             "w": None if w is None else float(w)}
             for index, k, w in zip(pairs["pair_index"], pairs["annotator_index"], pairs["w"])]
 
 
 def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
-    """Rows of reliability.json: eta per annotator, its label count and mean w in `pair_rows`."""
-    sums, counts = {}, {}
+    """Rows of reliability.json: eta per annotator, its label count in `pair_rows` and the mean
+    of their w (over the rows with one)."""
+    sums, counts, scored = {}, {}, {}
     for row in pair_rows:
-        sums[row["annotator_id"]] = sums.get(row["annotator_id"], 0.0) + row["w"]
-        counts[row["annotator_id"]] = counts.get(row["annotator_id"], 0) + 1
+        name = row["annotator_id"]
+        counts[name] = counts.get(name, 0) + 1
+        if row["w"] is not None:
+            sums[name] = sums.get(name, 0.0) + row["w"]
+            scored[name] = scored.get(name, 0) + 1
     eta = torch.as_tensor(eta, dtype=torch.float64).tolist()
     return [{"annotator_id": name, "eta": eta[k], "labels": counts.get(name, 0),
-             "mean_w": sums[name] / counts[name] if name in counts else None}
+             "mean_w": sums[name] / scored[name] if name in scored else None}
             for k, name in enumerate(annotator_ids)]
 
 
@@ -73,10 +97,13 @@ def write_jsonl(path, rows) -> None:
     tmp.replace(path)
 
 
-def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_metrics: dict) -> None:
-    """Write reliability.json, pair_weights.jsonl and eval.json (call on rank 0 only)."""
+def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_metrics: dict,
+                      pair_weights: bool = True) -> None:
+    """Write reliability.json, pair_weights.jsonl (unless not `pair_weights`) and eval.json (call
+    on rank 0 only). `pairs`: merged lists {pair_index, annotator_index, w} of every training pair."""
     run_dir = Path(run_dir)
     rows = pair_weight_rows(pairs, pair_ids, annotator_ids)
-    write_jsonl(run_dir / PAIR_WEIGHTS_FILE, rows)
+    if pair_weights:
+        write_jsonl(run_dir / PAIR_WEIGHTS_FILE, rows)
     write_json(run_dir / RELIABILITY_FILE, reliability_rows(annotator_ids, eta, rows))
     write_json(run_dir / EVAL_FILE, eval_metrics)

@@ -131,12 +131,12 @@ def precompute_reference(settings, out) -> dict | None:
     the files on global rank 0; returns the provenance record on every rank."""
     from megatron.core import parallel_state
 
-    from nemo_repo.model.aligner import PreferenceAligner
     from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
     from nemo_repo.model.policy import build_reference
-    from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+    from nemo_repo.model.preference import CompletionScorer
     from nemo_repo.ranks import on_rank_zero
     from nemo_repo.training.checkpoint import load_model_weights
+    from nemo_repo.training.step import score_pairs
 
     initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed,
                         device=settings.run.device)
@@ -144,15 +144,12 @@ def precompute_reference(settings, out) -> dict | None:
         chunks = build_reference(settings.model, settings.parallel, seed=settings.run.seed)
         if settings.init_from:
             load_model_weights(settings.init_from, chunks)
-        # a reference-free objective, so evaluate() runs this model alone, forward-only; its
-        # chosen_logp / rejected_logp are the model's completion log-prob sums
-        scorer = PreferenceAligner(chunks, settings.model, ObjectiveConfig(name="simpo"),
-                                   RobustConfig(mode="none"))
+        scorer = CompletionScorer(chunks, settings.model)   # forward-only, eval mode
         data = PreferenceData(settings.data, settings.parallel.micro_batch_size,
                               settings.parallel.global_batch_size,
                               parallel_state.get_data_parallel_rank(),
                               parallel_state.get_data_parallel_world_size())
-        scores = {split: scorer.evaluate(data.eval_batches(split))[1] for split in SPLITS
+        scores = {split: score_pairs(scorer, data.eval_batches(split)) for split in SPLITS
                   if split in data.splits}
         # per-pair scores are gathered on rank 0; if writing fails, every rank raises at once
         return on_rank_zero(lambda: write_precomputed(

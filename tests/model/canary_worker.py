@@ -37,8 +37,8 @@ def workload() -> None:
                            OptimConfig(lr=1e-3, total_steps=2, clip_grad=1.0,
                                        use_distributed_optimizer=True),
                            reliability=state, seed=1)
-    stack.aligner.train_step(micro_batches(make_pairs(4, model.vocab_size), 2), stack.optimizer,
-                             stack.scheduler)
+    stack.runner.train_step(micro_batches(make_pairs(4, model.vocab_size), 2), stack.optimizer,
+                            stack.scheduler)
     with tempfile.TemporaryDirectory() as root:
         save_checkpoint(root, 1, stack.model_chunks, stack.optimizer, state)
     destroy_parallel()

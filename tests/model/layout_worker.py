@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from megatron.core import parallel_state
 
-from nemo_repo.model.aligner import PreferenceAligner
+from nemo_repo.model.preference import PreferenceModel
 from nemo_repo.model.parallel import ParallelConfig, initialize_parallel
 from nemo_repo.model.policy import build_policy, build_reference
 from nemo_repo.model.presets import get_preset
-from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
 from nemo_repo.training.optim import OptimConfig, build_optimizer, build_scheduler
+from nemo_repo.training.step import StepRunner
 from tests.model.batches import make_pairs, micro_batches
 
 GLOBAL_BATCH = 8
@@ -36,8 +37,8 @@ def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, d
     reference = build_reference(model, parallel, seed=7)
     reliability = ReliabilityState(ReliabilityConfig(eta0=0.8, alpha=0.5),
                                    AnnotatorIndex(["a", "b", "c"]))
-    aligner = PreferenceAligner(policy, model, ObjectiveConfig(name="dpo", beta=0.5),
-                                RobustConfig(mode="re"), reliability, reference)
+    runner = StepRunner(PreferenceModel(policy, model, ObjectiveConfig(name="dpo", beta=0.5),
+                                        RobustConfig(mode="re")), ReferenceMode.MODEL, reliability, reference)
     optim = OptimConfig(lr=1e-2, clip_grad=1.0, warmup_steps=0, total_steps=STEPS, weight_decay=0.01,
                         use_distributed_optimizer=distopt)
     optimizer = build_optimizer(optim, policy)
@@ -46,21 +47,21 @@ def run_case(outdir: Path, tag: str, tp: int, pp: int, mbs: int, packed: bool, d
     batches = micro_batches(pairs, mbs, parallel_state.get_data_parallel_rank(), layout["dp"],
                             packed=packed)
     result = {"layout": layout, "steps": []}
-    metrics0, pairs0 = aligner.evaluate(batches)
+    metrics0, pairs0 = runner.evaluate(batches)
     result["eval0"] = metrics0
     if pairs0 is not None:
         result["pairs0"] = {k: v.tolist() for k, v in pairs0.items()}
         result["eta_for0"] = reliability.eta_for(pairs0["annotator_index"]).tolist()
     for _ in range(STEPS):
-        metrics = aligner.train_step(batches, optimizer, scheduler)
+        metrics = runner.train_step(batches, optimizer, scheduler).metrics
         result["steps"].append({**metrics, "eta": reliability.eta.tolist()})
-    metrics_end, pairs_end = aligner.evaluate(batches)
+    metrics_end, pairs_end = runner.evaluate(batches)
     result["eval_end"] = metrics_end
     if pairs_end is not None:
         result["pairs_end"] = {k: v.tolist() for k, v in pairs_end.items()}
     # only DP rank 0 has pairs (a validation split smaller than the DP size): no rank raises
     shard = batches if parallel_state.get_data_parallel_rank() == 0 else []
-    metrics_dp0, pairs_dp0 = aligner.evaluate(shard)
+    metrics_dp0, pairs_dp0 = runner.evaluate(shard)
     result["eval_dp0_only"] = metrics_dp0
     if pairs_dp0 is not None:
         result["pairs_dp0_only"] = {k: v.tolist() for k, v in pairs_dp0.items()}

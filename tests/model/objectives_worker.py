@@ -10,15 +10,16 @@ from pathlib import Path
 
 import torch
 
-from nemo_repo.model.aligner import PreferenceAligner
 from nemo_repo.model.logprobs import token_logprobs
 from nemo_repo.model.parallel import ParallelConfig, initialize_parallel
 from nemo_repo.model.policy import build_policy, build_reference
+from nemo_repo.model.preference import CompletionScorer, PreferenceModel
 from nemo_repo.model.presets import get_preset
-from nemo_repo.objectives import ObjectiveConfig, RobustConfig
+from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig, resolve_reference_mode
 from nemo_repo.reliability import AnnotatorIndex, ReliabilityConfig, ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training.optim import OptimConfig, build_optimizer
+from nemo_repo.training.step import StepRunner, score_pairs
 from tests.model.batches import make_pairs, micro_batches, with_reference
 
 OBJECTIVES = ("dpo", "ipo", "simpo", "cpo")
@@ -58,33 +59,35 @@ def main() -> None:
                 for param, value in zip((p for c in policy for p in c.parameters()), initial):
                     param.copy_(value)
             objective = ObjectiveConfig(name=name)
-            aligner = PreferenceAligner(policy, model, objective, RobustConfig(mode=mode), reliability(),
-                                        reference if objective.needs_reference else None)
+            mode_of_reference = resolve_reference_mode(objective)
+            runner = StepRunner(PreferenceModel(policy, model, objective, RobustConfig(mode=mode)),
+                                mode_of_reference, reliability(),
+                                reference if mode_of_reference is ReferenceMode.MODEL else None)
             before = params_vector(policy)
-            metrics = aligner.train_step(batches, build_optimizer(OPTIM, policy))
+            metrics = runner.train_step(batches, build_optimizer(OPTIM, policy)).metrics
             results[f"{name}/{mode}"] = {
                 "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                 "moved": float((params_vector(policy) - before).abs().max()),
-                "reference_mode": aligner.reference_mode, "has_w": "w_mean" in metrics}
+                "reference_mode": runner.reference_mode, "has_w": "w_mean" in metrics}
 
     # precomputed reference sums == the reference model's
     objective, robust = ObjectiveConfig(name="dpo"), RobustConfig(mode="re")
-    _, with_model = PreferenceAligner(policy, model, objective, robust, reliability(), reference).evaluate(batches)
-    _, ref_logps = PreferenceAligner(reference, model, ObjectiveConfig(name="simpo"),
-                                     RobustConfig()).evaluate(batches)
+    preference = PreferenceModel(policy, model, objective, robust)
+    _, with_model = StepRunner(preference, ReferenceMode.MODEL, reliability(), reference).evaluate(batches)
+    ref_logps = score_pairs(CompletionScorer(reference, model), batches)
     offset, precomputed = 0, []
     for batch in batches:
         n = batch.num_pairs
         precomputed.append(with_reference(batch, ref_logps["chosen_logp"][offset:offset + n].float(),
                                           ref_logps["rejected_logp"][offset:offset + n].float()))
         offset += n
-    aligner = PreferenceAligner(policy, model, objective, robust, reliability(), None)
-    _, from_sums = aligner.evaluate(precomputed)
-    results["precomputed"] = {"mode": aligner.reference_mode,
+    runner = StepRunner(preference, ReferenceMode.PRECOMPUTED, reliability())
+    _, from_sums = runner.evaluate(precomputed)
+    results["precomputed"] = {"mode": runner.reference_mode,
                               "max_delta_diff": float((from_sums["delta"] - with_model["delta"]).abs().max()),
                               "max_abs_delta": float(with_model["delta"].abs().max())}
     try:
-        aligner.train_step(batches, build_optimizer(OPTIM, policy))
+        runner.train_step(batches, build_optimizer(OPTIM, policy))
         results["missing_reference_error"] = None
     except ValueError as error:
         results["missing_reference_error"] = str(error)
@@ -95,7 +98,8 @@ def main() -> None:
         initialize_parallel(parallel, cfg, seed=2)
         stack = build_training(cfg, parallel, objective, robust, OPTIM, reliability(), seed=2)
         gpt_batches = micro_batches(make_pairs(4, cfg.vocab_size, seed=6), 2)
-        steps = [stack.aligner.train_step(gpt_batches, stack.optimizer, stack.scheduler) for _ in range(2)]
+        steps = [stack.runner.train_step(gpt_batches, stack.optimizer, stack.scheduler).metrics
+                 for _ in range(2)]
         results[f"build/{preset}/{dtype}"] = {
             "losses": [s["loss"] for s in steps], "grad_norms": [s["grad_norm"] for s in steps],
             "has_reference": stack.reference_chunks is not None,

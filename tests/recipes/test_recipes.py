@@ -9,7 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from nemo_repo.data.pipeline import build_data_config
+from nemo_repo.objectives import ReferenceMode, RobustMode
 from nemo_repo.training.config import ConfigError, validate
+from nemo_repo.training.outputs import FinalPass
 from tests.dist import REPO_ROOT
 from tests.training.runs import train
 
@@ -90,6 +92,8 @@ def test_command_line_overrides_win_over_the_recipe():
     (["+data.synthetic.colour=red"], "unknown key data.synthetic.colour"),
     (["reliability.scale_bounds=[0.1,1.0,50.0]"], "scale_bounds"),
     (["+train.max_step=5"], "unknown key train.max_step"),
+    (["train.final_pass=twice"], "train.final_pass"),
+    (["train.final_pass=none", "reliability.final_refit=true"], "train.final_pass=last_visit or full"),
 ])
 def test_bad_configs_fail_with_a_message_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -111,3 +115,18 @@ def test_train_names_the_key_in_one_line_and_exits_2(tmp_path, monkeypatch, over
     done = train([f"run.dir={tmp_path / 'run'}", override], timeout=90)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.startswith(f"config error: {message}") and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize("overrides, reference", [
+    ([], ReferenceMode.MODEL), (["objective=ipo", "model.reference=precomputed"], ReferenceMode.PRECOMPUTED),
+    (["objective=simpo"], ReferenceMode.NONE), (["objective=cpo", "model.reference=model"], ReferenceMode.NONE)])
+def test_the_reference_mode_is_resolved_once_with_the_objective(overrides, reference):
+    assert settings_for(*overrides).reference is reference
+
+
+def test_modes_are_enums_and_yaml_strings_still_work():
+    settings = settings_for("robust=ls")
+    assert settings.robust.mode is RobustMode.LS and settings.robust.mode == "ls"
+    assert not settings.robust.trains_reliability and settings_for().robust.trains_reliability
+    assert settings.train.final_pass is FinalPass.LAST_VISIT
+    assert settings_for("train.final_pass=full").train.final_pass is FinalPass.FULL

@@ -17,13 +17,15 @@ STEPS = 4
 
 def tiny(run_dir, cache_dir, *extra, steps=STEPS):
     """Overrides of a tiny tiny_cpu run: 64 synthetic pairs, 8 per step, eval / checkpoint / eta
-    record every 2 steps. An `extra` override of one of these keys replaces it."""
+    record every 2 steps, pair_weights.jsonl from a full final pass (4 steps visit half of the
+    pairs: the tests that check every pair's w need it; train.final_pass=last_visit replaces it).
+    An `extra` override of one of these keys replaces it."""
     defaults = [f"run.dir={run_dir}", f"++data.cache_dir={cache_dir}", "recipe=tiny_cpu",
                 "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
                 "parallel.micro_batch_size=4", "parallel.global_batch_size=8",
                 f"train.max_steps={steps}", "train.eval_interval=2", "checkpoint.interval=2",
                 "checkpoint.keep_last=3", "logging.progress=false", "logging.tensorboard=false",
-                "logging.eta_log_interval=2"]
+                "logging.eta_log_interval=2", "train.final_pass=full"]
     replaced = {override.split("=", 1)[0] for override in extra}
     return [*(d for d in defaults if d.split("=", 1)[0] not in replaced), *extra]
 

@@ -4,7 +4,9 @@ import time
 import pytest
 import torch
 
+from nemo_repo.objectives import posterior_weight
 from nemo_repo.training import checkpoint, outputs
+from nemo_repo.training.last_visit import LastVisits
 from nemo_repo.training.distenv import distributed_env
 from nemo_repo.training.logging import METRICS_FILE, MetricsLogger
 
@@ -98,3 +100,33 @@ def test_slurm_coordinates_become_torchrun_ones():
     with pytest.raises(RuntimeError, match="MASTER_ADDR"):
         distributed_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0"})
     assert distributed_env({}).world_size == 1
+
+
+def test_pairs_without_w_are_null_rows_and_left_out_of_mean_w(tmp_path):
+    pairs = {"pair_index": [0, 1, 2], "annotator_index": [1, 1, 0], "w": [0.25, None, None]}
+    outputs.write_run_outputs(tmp_path, pairs, ["a", "b", "c"], ["ann0", "ann1"], [0.9, 0.6], {"step": 1})
+    rows = outputs.read_jsonl(tmp_path / outputs.PAIR_WEIGHTS_FILE)
+    assert [r["w"] for r in rows] == [0.25, None, None]
+    reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
+    assert [(r["labels"], r["mean_w"]) for r in reliability] == [(1, None), (2, 0.25)]
+    (tmp_path / "none").mkdir()
+    outputs.write_run_outputs(tmp_path / "none", pairs, ["a", "b", "c"], ["ann0", "ann1"], [0.9, 0.6],
+                              {"step": 1}, pair_weights=False)
+    assert not (tmp_path / "none" / outputs.PAIR_WEIGHTS_FILE).exists()
+    assert (tmp_path / "none" / outputs.RELIABILITY_FILE).is_file()
+
+
+def test_last_visits_keep_each_pairs_latest_delta_and_survive_a_state_dict():
+    visits = LastVisits(5)
+    visits.record({"pair_index": torch.tensor([3, 0]), "delta": torch.tensor([1.0, -2.0])})
+    visits.record({"pair_index": torch.tensor([3, 4]), "delta": torch.tensor([0.5, 0.25])})
+    assert visits.visited.tolist() == [True, False, False, True, True]
+    assert visits.delta[[0, 3, 4]].tolist() == [-2.0, 0.5, 0.25]
+    restored = LastVisits(5)
+    restored.load_state_dict(visits.state_dict())
+    assert torch.equal(restored.delta, visits.delta) and torch.equal(restored.visited, visits.visited)
+    eta = torch.tensor([0.9, 0.9, 0.6, 0.6, 0.3], dtype=torch.float64)
+    w = posterior_weight(restored.delta, eta)
+    assert w[3].item() == pytest.approx(1 / (1 + (0.4 / 0.6) * torch.exp(torch.tensor(-0.5)).item()))
+    with pytest.raises(ValueError, match="saved for 5 training pairs but this run has 4"):
+        LastVisits(4).load_state_dict(visits.state_dict())

@@ -20,7 +20,8 @@ def tiny(run_dir, cache_dir, *extra):
             "data.synthetic.n_train=64", "data.synthetic.n_validation=16",
             "++data.validation_fraction=0.25", "parallel.micro_batch_size=4",
             "parallel.global_batch_size=8", "train.max_steps=2", "train.eval_interval=0",
-            "checkpoint.interval=0", "logging.progress=false", "logging.tensorboard=false", *extra]
+            "checkpoint.interval=0", "logging.progress=false", "logging.tensorboard=false",
+            "train.final_pass=full", *extra]   # every training pair's w compared
 
 
 @pytest.fixture(scope="module")

@@ -52,13 +52,26 @@ def test_outputs_exist_and_follow_the_formats(reference_run):
         {r["annotator_id"]: r["eta"] for r in reliability}
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run(reference_run, tmp_path):
-    reference, cache = reference_run
+@pytest.fixture(scope="module")
+def last_visit_run(reference_run):
+    """The reference run's training with pair_weights.jsonl from the last-visit Deltas."""
+    _, cache = reference_run
+    run_dir = cache.parent / "last_visit"
+    ok(train(tiny(run_dir, cache, "train.final_pass=last_visit")))
+    return run_dir, cache
+
+
+@pytest.mark.parametrize("final_pass", ["full", "last_visit"])
+def test_sigkill_then_resume_matches_the_uninterrupted_run(request, tmp_path, final_pass):
+    """Killed mid-epoch (step 3 of 8 per epoch): with last_visit, the Deltas of the steps before
+    the checkpoint come back from it (pair_weights.jsonl is part of the final state)."""
+    reference, cache = request.getfixturevalue("reference_run" if final_pass == "full" else "last_visit_run")
     run_dir = tmp_path / "run"
-    killed = train(tiny(run_dir, cache, "debug.signal_at_step=3", "debug.signal=SIGKILL"))
+    killed = train(tiny(run_dir, cache, "debug.signal_at_step=3", "debug.signal=SIGKILL",
+                        f"train.final_pass={final_pass}"))
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint.latest_checkpoint(run_dir / "checkpoints").name == checkpoint.step_dir_name(2)
-    resumed = ok(train(tiny(run_dir, cache)))
+    resumed = ok(train(tiny(run_dir, cache, f"train.final_pass={final_pass}")))
     assert "resumed from" in resumed.stdout and checkpoint.step_dir_name(2) in resumed.stdout
     assert final_state(run_dir) == final_state(reference)
 
