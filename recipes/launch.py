@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recipes.errors import EXIT_INVALID_INPUT, invalid_input
+from recipes.errors import EXIT_INVALID_INPUT, composition_error, invalid_input
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "slurm" / "train.sbatch"
@@ -134,7 +134,7 @@ def compose_and_validate(overrides: list[str], world_size: int):
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as error:   # hydra's errors name the override
-        raise LaunchError(f"overrides do not compose: {error}") from error
+        raise LaunchError(f"overrides do not compose: {composition_error(error)}") from error
     HydraConfig.instance().set_config(cfg)   # run.name interpolates ${hydra:runtime.choices.recipe}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         run_dir = Path(args.run_dir).expanduser().resolve()
         overrides = [*args.overrides, f"run.dir={run_dir}"]
         settings = compose_and_validate(overrides, args.nodes * args.gpus_per_node)
-        recipe = settings.resolved["run"]["name"]
+        recipe = settings.run.name
         env = {"REPO_DIR": REPO_ROOT, "GPUS_PER_NODE": args.gpus_per_node,
                "MAX_RESTARTS": args.max_restarts, "MASTER_PORT": args.master_port,
                "CONTAINER_IMAGE": args.container_image, "CONTAINER_MOUNTS": args.container_mounts}

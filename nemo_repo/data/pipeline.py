@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nemo_repo.config_schema import typed
 from nemo_repo.data.assets import default_cache_dir
 from nemo_repo.data.batch import PreferenceBatch
 from nemo_repo.data.packing import Collator
@@ -96,15 +97,12 @@ class DataConfig:
 
 
 def build_data_config(section: dict) -> DataConfig:
-    """DataConfig from a plain mapping; unknown keys raise KeyError naming `data.<key>`."""
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    unknown = sorted(set(section) - names)
-    if unknown:
-        raise KeyError(f"unknown key(s) {', '.join('data.' + k for k in unknown)}; valid: {sorted(names)}")
-    values = dict(section)
-    values["columns"] = dict(values.get("columns") or {})
-    if values.get("synthetic") is not None:
-        values["synthetic"] = dict(values["synthetic"])
+    """DataConfig from the `data` section (a mapping), typed by DataConfig and data.synthetic by
+    SyntheticConfig (config_schema.typed): an unknown key raises KeyError, a wrong type ValueError,
+    each naming `data.<key>`."""
+    values = typed(DataConfig, "data", section)
+    if values["synthetic"] is not None:
+        values["synthetic"] = typed(SyntheticConfig, "data.synthetic", values["synthetic"])
     return DataConfig(**values)
 
 
