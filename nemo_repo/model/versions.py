@@ -12,7 +12,6 @@ the versions and exits 1, naming the package, when one is outside what our pins 
 """
 
 import functools
-import importlib
 import sys
 from importlib import metadata
 
@@ -71,21 +70,6 @@ def require_private(owner, name: str, package: str):
                            f"nemo_repo relies on, is missing in {package} {installed(package)}; "
                            f"nemo_repo is written for {package} {PINNED[package]}")
     return getattr(owner, name)
-
-
-def check_private_apis() -> list[str]:
-    """Problems with PRIVATE_APIS in this environment, as messages; [] when all are present."""
-    problems = []
-    for module, path, package in PRIVATE_APIS:
-        owner = importlib.import_module(module)
-        *parents, name = path.split(".")
-        try:
-            for parent in parents:
-                owner = getattr(owner, parent)
-            require_private(owner, name, package)
-        except (AttributeError, RuntimeError) as error:
-            problems.append(str(error))
-    return problems
 
 
 def check(versions: dict) -> list[str]:
