@@ -145,7 +145,6 @@ def plots(out: Path, rows: list[dict], methods: list[str], noises: list[str], tr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemo_repo.objectives import RobustConfig
     from nemo_repo.training.outputs import read_records
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
