@@ -1,5 +1,6 @@
 """Process ranks for every layer (pure torch.distributed, no megatron): this process's global
-rank, a barrier, and work done by rank 0 alone whose outcome every rank learns at once.
+rank, a barrier, work done by rank 0 alone whose outcome every rank learns at once, and a free
+local port for a rendezvous.
 
 Without `on_rank_zero`, a rank-0-only step that fails (a file that cannot be written) leaves the
 other ranks waiting in the next collective, with NCCL until its timeout (10 minutes); with it,
@@ -7,11 +8,20 @@ every rank raises together, the others naming rank 0's error. Outside a process 
 one) every helper degrades to the plain single-process behaviour.
 """
 
+import socket
+
 import torch.distributed as dist
 
 
 class RankZeroError(RuntimeError):
     """Raised on every rank but 0 when work run by rank 0 alone failed there."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local rendezvous: MASTER_PORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _distributed() -> bool:

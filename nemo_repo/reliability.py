@@ -98,7 +98,8 @@ class ReliabilityConfig:
             raise ValueError(f"reliability.estimate_from must be one of {ESTIMATE_FROM}, "
                              f"got {self.estimate_from!r}")
         object.__setattr__(self, "scale_bounds", tuple(float(b) for b in self.scale_bounds))
-        if self.calibration_window < 1 or not 0.0 < self.scale_bounds[0] <= 1.0 <= self.scale_bounds[1]:
+        if self.calibration_window < 1 or len(self.scale_bounds) != 2 \
+                or not 0.0 < self.scale_bounds[0] <= 1.0 <= self.scale_bounds[1]:
             raise ValueError(f"reliability.calibration_window must be >= 1 and scale_bounds (lo, hi) "
                              f"with 0 < lo <= 1 <= hi, got {self.calibration_window}, {self.scale_bounds}")
         if not 0.0 < self.holdout_fraction < 1.0:

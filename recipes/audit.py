@@ -15,6 +15,7 @@ import yaml
 
 from nemo_repo.data.pipeline import build_data_config, materialize_synthetic
 from nemo_repo.training.audit import AUDIT_FILE, render_audit, training_rows
+from recipes.errors import invalid_input
 
 
 def _texts(run_dir: Path, data_file: str | None) -> dict | None:
@@ -37,8 +38,7 @@ def main(argv=None) -> int:
     try:
         report = render_audit(args.run_dir, _texts(args.run_dir, args.data), args.top, args.width)
     except (OSError, ValueError) as error:
-        print(f"cannot audit {args.run_dir}: {error}", file=sys.stderr)
-        return 2
+        return invalid_input(error, f"cannot audit {args.run_dir}")
     (args.run_dir / AUDIT_FILE).write_text(report, encoding="utf-8")
     print(report, end="")
     return 0

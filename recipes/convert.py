@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_BAD_INPUT, EXIT_VERIFY = 2, 3
+from recipes.errors import invalid_input
+
+EXIT_VERIFY = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,9 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(message: str, file=sys.stdout) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(message, file=file, flush=True)
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _say(message: str) -> None:
+    if _is_rank_zero():
+        print(message, flush=True)
 
 
 class _Timer:
@@ -94,15 +100,19 @@ def _build(model_config, parallel):
     return build_reference(model_config, parallel, layout_invariant=False)
 
 
-def _verify(chunks, hf_dir, model_config, tolerance, what: str) -> bool:
+def _exit_code(args, timer, chunks, hf_dir, model_config, what: str) -> int:
+    """0, or EXIT_VERIFY when `--verify` finds Megatron and HF logits further apart than allowed."""
     from nemo_repo.convert.verify import max_logit_difference, tolerance_for
 
-    limit = tolerance_for(model_config, tolerance)
+    if not args.verify:
+        return 0
+    limit = tolerance_for(model_config, args.tolerance)
     difference = max_logit_difference(chunks, hf_dir, model_config)
     ok = difference <= limit
     _say(f"[verify] {what}: max |logit difference| = {difference:.3e} "
          f"(tolerance {limit:.1e}) {'OK' if ok else 'FAILED'}")
-    return ok
+    timer.lap("verify")
+    return 0 if ok else EXIT_VERIFY
 
 
 def _must_not_exist(path: Path) -> None:
@@ -114,9 +124,9 @@ def _must_not_exist(path: Path) -> None:
 
 def run_import(args) -> int:
     from nemo_repo.convert.bridge import (check_hf_weights, load_hf_weights, model_config_from_hf,
-                                          write_metadata)
+                                          write_converted)
+    from nemo_repo.model.weights import save_model_weights
     from nemo_repo.ranks import on_rank_zero
-    from nemo_repo.training.checkpoint import save_model_weights
 
     timer = _Timer()
     hf_dir, out = Path(args.hf), Path(args.out)
@@ -130,12 +140,9 @@ def run_import(args) -> int:
     timer.lap("load HF weights")
     save_model_weights(out, chunks)
     # the checkpoint is complete (metadata + HF assets) on every rank's return
-    on_rank_zero(write_metadata, out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
+    on_rank_zero(write_converted, out, model_config, hf_dir, {"tp": args.tp, "pp": args.pp})
     timer.lap(f"save {out}")
-    ok = not args.verify or _verify(chunks, hf_dir, model_config, args.tolerance, "import")
-    if args.verify:
-        timer.lap("verify")
-    return 0 if ok else EXIT_VERIFY
+    return _exit_code(args, timer, chunks, hf_dir, model_config, "import")
 
 
 def resolve_checkpoint(path) -> Path:
@@ -169,12 +176,13 @@ def run_export(args) -> int:
 
     from nemo_repo.convert.bridge import (export_hf_weights, find_hf_assets, model_config_from_hf,
                                           read_hf_config, save_hf_folder)
+    from nemo_repo.model.weights import load_model_weights
     from nemo_repo.ranks import on_rank_zero
-    from nemo_repo.training.checkpoint import load_model_weights
+    from nemo_repo.training.checkpoint import saved_init_from
 
     timer = _Timer()
     checkpoint, out = resolve_checkpoint(args.checkpoint), Path(args.out)
-    assets = find_hf_assets(checkpoint, args.source)
+    assets = find_hf_assets(checkpoint, args.source, saved_init_from(checkpoint))
     hf_config = read_hf_config(assets)
     model_config = model_config_from_hf(assets, dtype=checkpoint_dtype(checkpoint))
     out_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or model_config.dtype]
@@ -192,10 +200,7 @@ def run_export(args) -> int:
     weights = export_hf_weights(chunks, hf_config, model_config, dtype=out_dtype)   # rank 0's
     on_rank_zero(save_hf_folder, weights, out, assets, out_dtype)
     timer.lap(f"write {out}")
-    ok = not args.verify or _verify(chunks, out, model_config, args.tolerance, "export")
-    if args.verify:
-        timer.lap("verify")
-    return 0 if ok else EXIT_VERIFY
+    return _exit_code(args, timer, chunks, out, model_config, "export")
 
 
 def run_generate(args) -> int:
@@ -234,8 +239,7 @@ def main(argv=None) -> int:
     try:
         return command(args)
     except (ConversionError, LayoutError) as error:
-        _say(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return invalid_input(error, "error", show=_is_rank_zero())
     except RankZeroError:   # rank 0 failed writing and reports its own error
         return 1
     finally:

@@ -22,8 +22,7 @@ REPORT_FILE = "report.txt"
 
 def train(name: str, robust: str, overrides: list[str]) -> Path:
     run_dir = DEMO_DIR / name
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
-               "--master-addr=127.0.0.1", f"--master-port={_port()}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                "-m", "recipes.train", "recipe=tiny_cpu", f"robust={robust}", f"run.dir={run_dir}",
                "checkpoint.resume=false", "logging.progress=false",
                "train.final_pass=full", *overrides]   # table (c) audits the final policy's w
@@ -38,19 +37,12 @@ def train(name: str, robust: str, overrides: list[str]) -> Path:
     return run_dir
 
 
-def _port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _read(run_dir: Path):
-    eval_metrics = json.loads((run_dir / "eval.json").read_text())
-    reliability = {r["annotator_id"]: r for r in json.loads((run_dir / "reliability.json").read_text())}
-    weights = [json.loads(line) for line in (run_dir / "pair_weights.jsonl").read_text().splitlines()]
-    return eval_metrics, reliability, weights
+    from nemo_repo.training.outputs import EVAL_FILE, PAIR_WEIGHTS_FILE, RELIABILITY_FILE, read_records
+
+    eval_metrics = json.loads((run_dir / EVAL_FILE).read_text())
+    reliability = {r["annotator_id"]: r for r in json.loads((run_dir / RELIABILITY_FILE).read_text())}
+    return eval_metrics, reliability, read_records(run_dir / PAIR_WEIGHTS_FILE)
 
 
 def detection(weights: list[dict], flipped: set) -> dict:

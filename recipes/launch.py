@@ -19,9 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recipes.errors import EXIT_INVALID_INPUT, composition_error, invalid_input
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "slurm" / "train.sbatch"
-EXIT_BAD_INPUT = 2
 MAX_SIGNAL_SECONDS = 65535   # Slurm's limit for --signal=...@seconds
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _SBATCH = re.compile(r"^#SBATCH\s+--([\w-]+)(?:=(.*))?$")
@@ -133,7 +134,7 @@ def compose_and_validate(overrides: list[str], world_size: int):
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as error:   # hydra's errors name the override
-        raise LaunchError(f"overrides do not compose: {error}") from error
+        raise LaunchError(f"overrides do not compose: {composition_error(error)}") from error
     HydraConfig.instance().set_config(cfg)   # run.name interpolates ${hydra:runtime.choices.recipe}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -198,14 +199,13 @@ def main(argv=None) -> int:
         run_dir = Path(args.run_dir).expanduser().resolve()
         overrides = [*args.overrides, f"run.dir={run_dir}"]
         settings = compose_and_validate(overrides, args.nodes * args.gpus_per_node)
-        recipe = settings.resolved["run"]["name"]
+        recipe = settings.run.name
         env = {"REPO_DIR": REPO_ROOT, "GPUS_PER_NODE": args.gpus_per_node,
                "MAX_RESTARTS": args.max_restarts, "MASTER_PORT": args.master_port,
                "CONTAINER_IMAGE": args.container_image, "CONTAINER_MOUNTS": args.container_mounts}
         script = render(template, sbatch_options(args, run_dir, recipe), env, overrides)
     except LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return invalid_input(error, "error")
     print(layout_report(args, settings, run_dir))
     if args.dry_run:
         print(f"# sbatch {run_dir / 'slurm' / 'train.sbatch'}\n{script}", end="")
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     if shutil.which("sbatch") is None:
         print("error: sbatch not found on PATH (run on a Slurm login node, or use --dry-run)",
               file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_INVALID_INPUT
     path = run_dir / "slurm" / "train.sbatch"
     path.parent.mkdir(parents=True, exist_ok=True)   # Slurm does not create the log directory
     path.write_text(script)

@@ -21,7 +21,7 @@ from nemo_repo.data.pipeline import build_data_config
 from nemo_repo.data.validate import DataValidationError
 from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
-from recipes.errors import invalid_input
+from recipes.errors import invalid_input, run_hydra
 
 
 def training_overrides(out: str, settings, record: dict) -> list[str]:
@@ -65,4 +65,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -75,11 +75,11 @@ def truth_of(run_dir: Path) -> dict:
 def summarise_run(run_dir: Path, truth: dict) -> dict:
     """One results.csv row (without the grid coordinates)."""
     from nemo_repo.objectives import RobustConfig
-    from nemo_repo.training.outputs import read_jsonl
+    from nemo_repo.training.outputs import read_records
 
     eval_metrics = json.loads((run_dir / "eval.json").read_text())
     row = {"accuracy": eval_metrics.get("true_label_accuracy")}
-    weights = read_jsonl(run_dir / "pair_weights.jsonl")
+    weights = read_records(run_dir / "pair_weights.jsonl")
     reliability = {r["annotator_id"]: r for r in json.loads((run_dir / "reliability.json").read_text())}
     robust = RobustConfig(mode=yaml.safe_load((run_dir / "config.yaml").read_text())["robust"]["mode"])
     flipped = set(truth["flipped_ids"])
@@ -145,8 +145,7 @@ def plots(out: Path, rows: list[dict], methods: list[str], noises: list[str], tr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemo_repo.objectives import RobustConfig
-    from nemo_repo.training.outputs import read_jsonl
+    from nemo_repo.training.outputs import read_records
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = [float(n) for n in noises]
@@ -173,7 +172,7 @@ def plots(out: Path, rows: list[dict], methods: list[str], noises: list[str], tr
             continue
         fig, axes = plt.subplots(1, len(re_cells), figsize=(4 * len(re_cells), 3.5), squeeze=False)
         for ax, (method, run_dir) in zip(axes[0], re_cells):
-            records = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r["split"] == "eta"]
+            records = [r for r in read_records(Path(run_dir) / "metrics.jsonl") if r["split"] == "eta"]
             for i, (name, info) in enumerate(truths[noise]["annotators"].items()):
                 color = f"C{i}"
                 ax.plot([r["step"] for r in records], [r[f"eta/{name}"] for r in records], color=color,

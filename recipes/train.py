@@ -6,9 +6,10 @@
 
 The composed config is validated for this world size before any model or process group exists.
 Exit codes: 0 done; 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGUSR1 after saving a checkpoint
-(start the same command again to resume); 2 invalid config (model.reference=precomputed: also
-rows without reference sums, or sums precomputed with other settings; run.device=cuda without a
-GPU; data.packing=true under the Transformer Engine layer spec) or invalid data (a
+(start the same command again to resume); 2 invalid config (an unknown key or a value of the
+wrong type, named by its full key; an override that does not compose; model.reference=precomputed:
+also rows without reference sums, or sums precomputed with other settings; run.device=cuda without
+a GPU; data.packing=true under the Transformer Engine layer spec) or invalid data (a
 DataValidationError naming file, row and field: data.strict=true and a bad row, a file that cannot
 be read, no valid pair, more skipped rows than data.max_skipped_fraction, ...), printed as one
 line without a traceback (NEMO_REPO_DEBUG=1 shows it); 1 any other failure (e.g. complete
@@ -26,7 +27,7 @@ from nemo_repo.data.validate import DataValidationError
 from nemo_repo.device import resolve
 from nemo_repo.training.config import ConfigError, check_machine, validate
 from nemo_repo.training.distenv import distributed_env
-from recipes.errors import invalid_input
+from recipes.errors import invalid_input, run_hydra
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -58,4 +59,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -6,7 +6,6 @@ them. A worker that fails or hangs fails the test with the worker's output attac
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,10 @@ def clean_env(**extra) -> dict:
     return {**env, **extra}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_workers(script, nproc, args=(), timeout=180, env=None):
     """Run `script` (a path) with `nproc` ranks under torchrun; return the completed process."""
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nproc-per-node={nproc}", "--nnodes=1",
-        "--master-addr=127.0.0.1", f"--master-port={free_port()}",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         str(script), *map(str, args),
     ]
     full_env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), **(env or {}))
@@ -52,13 +43,16 @@ def run_workers(script, nproc, args=(), timeout=180, env=None):
     return done
 
 
-def run_in_own_group(command, env, timeout, cwd=REPO_ROOT, until=None, also_kill=lambda: ()):
-    """Run `command` in a new process group, stdout and stderr in one stream. `until(process)` runs
-    meanwhile (e.g. to signal it) and may return more process-group ids; afterwards that group,
-    those and `also_kill()`'s are SIGKILLed, so nothing it started survives. Returns the completed
-    process, its returncode None when it ran past `timeout`."""
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+def run_in_own_group(command, env, timeout, cwd=REPO_ROOT, until=None, also_kill=lambda: (),
+                     merge_stderr=True):
+    """Run `command` in a new process group, stdout and stderr in one stream (`merge_stderr`) or
+    two. `until(process)` runs meanwhile (e.g. to signal it) and may return more process-group ids;
+    afterwards that group, those and `also_kill()`'s are SIGKILLed, so nothing it started survives
+    (as a real crash would leave them). Returns the completed process, its returncode None when it
+    ran past `timeout`."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT if merge_stderr else err,
                                    start_new_session=True)
         groups = []
         try:
@@ -75,4 +69,6 @@ def run_in_own_group(command, env, timeout, cwd=REPO_ROOT, until=None, also_kill
                     pass
             process.wait()
         out.seek(0)
-        return subprocess.CompletedProcess(command, returncode, out.read())
+        err.seek(0)
+        return subprocess.CompletedProcess(command, returncode, out.read(),
+                                           None if merge_stderr else err.read())

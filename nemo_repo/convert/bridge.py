@@ -1,15 +1,16 @@
 """HF <-> Megatron weight conversion with megatron-bridge, on nemo_repo's own GPTModel build.
 
 The Megatron side is exactly what training builds (model/policy.py: local layer spec, our
-ModelConfig), so a converted checkpoint loads with `training.checkpoint.load_model_weights` and
+ModelConfig), so a converted checkpoint loads with `model.weights.load_model_weights` and
 parameter names match `build_policy`. megatron-bridge supplies the per-architecture name and
 layout mappings (fused QKV, gated MLP, TP/PP scatter and gather); this module adds what it lacks:
 vocabulary padding (Megatron pads to make_vocab_size_divisible_by * TP, HF does not), a coverage
-check (the bridge only warns about weights it cannot map or find), and the HF folder writer.
+check (the bridge only warns about weights it cannot map or find), and the HF folder's assets.
 
 A converted ("weights") checkpoint directory holds:
-    dist_checkpointing files   {"model": GPTModel.sharded_state_dict()}
+    dist_checkpointing files   {"model": GPTModel.sharded_state_dict()} (model/weights.py)
     nemo_repo_model.json       ModelConfig fields, HF architecture, source path, layout used
+                               (model/imported.py)
     config.json, generation_config.json, tokenizer files   copied from the HF folder
 """
 
@@ -19,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from nemo_repo.model.imported import write_metadata
 from nemo_repo.model.presets import ModelConfig
+from nemo_repo.model.versions import require_private
 from nemo_repo.ranks import rank
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-METADATA_FILE = "nemo_repo_model.json"
-FORMAT_VERSION = 1
 # Copied from the HF folder into a converted checkpoint, and from there into an exported folder.
 HF_ASSET_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
@@ -165,7 +166,8 @@ def _tensor_parallel_size() -> int:
 def _check_coverage(bridge, chunks, model_config: ModelConfig, hf_keys, where: str) -> None:
     """Every Megatron parameter must map to HF weights that exist, and every HF weight must be
     used: the bridge itself only logs a warning and leaves the parameter as initialised."""
-    names = bridge._megatron_global_param_names_all_pp_ranks(chunks)   # collective over PP
+    global_names = require_private(bridge, "_megatron_global_param_names_all_pp_ranks", "megatron-bridge")
+    names = global_names(chunks)   # collective over PP
     registry = bridge.mapping_registry()
     needed, unmapped = set(), []
     for name in names:
@@ -235,8 +237,10 @@ def export_hf_weights(chunks, hf_config, model_config: ModelConfig, dtype=None) 
     weights = {}
     for name, tensor in bridge.stream_weights_megatron_to_hf(chunks, target, cpu=True,
                                                              show_progress=False):
-        if rank() == 0:
-            weights[name] = (tensor if dtype is None else tensor.to(dtype)).contiguous()
+        if rank() == 0:   # a copy: the bridge yields views of fused / padded tensors, which
+            # huggingface_hub's safetensors writer refuses (and which would keep those alive)
+            weights[name] = tensor.to(dtype=dtype or tensor.dtype, memory_format=torch.contiguous_format,
+                                      copy=True)
     return weights if rank() == 0 else None
 
 
@@ -250,59 +254,35 @@ def save_hf_folder(weights: dict, out_dir, assets_dir, dtype: torch.dtype,
                    max_shard_size: str = "5GB") -> None:
     """Write an HF folder (rank 0 only): safetensors shards (+ index), config.json with the
     exported dtype, generation config and tokenizer files from `assets_dir`."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
+    from huggingface_hub import save_torch_state_dict
     from transformers import AutoConfig
 
     out_dir, assets_dir = Path(out_dir), Path(assets_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = split_torch_state_dict_into_shards(weights, max_shard_size=max_shard_size)
-    for filename, names in split.filename_to_tensors.items():
-        save_file({name: weights[name] for name in names}, out_dir / filename,
-                  metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in weights.values())},
-                 "weight_map": split.tensor_to_filename}
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    save_torch_state_dict(weights, out_dir, max_shard_size=max_shard_size)
     config = AutoConfig.from_pretrained(assets_dir)
     config.torch_dtype = dtype
     config.save_pretrained(out_dir)
     _copy_assets(assets_dir, out_dir, skip=("config.json",))
 
 
-# ---------------------------------------------------------------------------- checkpoint metadata
-def write_metadata(directory, model_config: ModelConfig, hf_dir, layout: dict) -> None:
-    """Rank 0: the conversion metadata and HF assets next to a weights checkpoint."""
+# ---------------------------------------------------------------------------- converted checkpoint
+def write_converted(directory, model_config: ModelConfig, hf_dir, layout: dict) -> None:
+    """Rank 0: the imported-model metadata and HF assets next to a weights checkpoint."""
     directory, hf_dir = Path(directory), Path(hf_dir)
-    metadata = {"format_version": FORMAT_VERSION, "model_config": model_config.to_dict(),
-                "hf_architecture": hf_architecture(read_hf_config(hf_dir)),
-                "source": str(hf_dir.resolve()), "layout": layout}
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    write_metadata(directory, model_config, hf_architecture(read_hf_config(hf_dir)), hf_dir, layout)
     _copy_assets(hf_dir, directory)
 
 
-def read_metadata(directory) -> dict:
-    path = Path(directory) / METADATA_FILE
-    try:
-        metadata = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ConversionError(f"{path}: cannot be read ({error})") from error
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ConversionError(f"{path}: format_version {metadata.get('format_version')!r}, "
-                              f"expected {FORMAT_VERSION}")
-    return metadata
-
-
-def find_hf_assets(checkpoint_dir, source=None) -> Path:
+def find_hf_assets(checkpoint_dir, source=None, init_from=None) -> Path:
     """The folder holding config.json + tokenizer for `checkpoint_dir`: `source` when given, else
-    the checkpoint itself (a converted one), else the `model.init_from` recorded in a training
-    checkpoint's config."""
+    the checkpoint itself (a converted one), else `init_from` (for a training checkpoint, the
+    `model.init_from` its config recorded)."""
     checkpoint_dir = Path(checkpoint_dir)
     if source is not None:
         candidates = [Path(source)]
     else:
         candidates = [checkpoint_dir]
-        init_from = _training_init_from(checkpoint_dir)
         if init_from:
             candidates.append(Path(init_from).expanduser())
     for candidate in candidates:
@@ -311,20 +291,6 @@ def find_hf_assets(checkpoint_dir, source=None) -> Path:
     raise ConversionError(f"{checkpoint_dir}: cannot find the HF config for this checkpoint "
                           f"(looked in {', '.join(map(str, candidates))}); pass --source <HF folder "
                           f"or converted checkpoint>")
-
-
-def _training_init_from(checkpoint_dir: Path) -> str | None:
-    if not (checkpoint_dir / "metadata.json").is_file():
-        return None
-    from megatron.core import dist_checkpointing
-
-    try:
-        common = dist_checkpointing.load_common_state_dict(str(checkpoint_dir))
-    except Exception:  # not a dist_checkpointing directory: reported by the caller
-        return None
-    config = common.get("config") if isinstance(common, dict) else None
-    model = config.get("model") if isinstance(config, dict) else None
-    return model.get("init_from") if isinstance(model, dict) else None
 
 
 def check_megatron_checkpoint(directory) -> Path:

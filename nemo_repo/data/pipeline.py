@@ -12,15 +12,13 @@ torch.distributed is initialised, rank 0 prepares the cache first and the other 
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from nemo_repo.config_schema import typed
 from nemo_repo.data.assets import default_cache_dir
 from nemo_repo.data.batch import PreferenceBatch
 from nemo_repo.data.packing import Collator
@@ -31,6 +29,7 @@ from nemo_repo.data.tokenize import (PairEncoder, TokenizedSplit, TokenizeSettin
                                      load_tokenizer, tokenize_examples, tokenizer_fingerprint)
 from nemo_repo.data.validate import (FIELDS, TOO_FEW_PAIRS, DataReport, DataValidationError, SplitReport,
                                      file_error, require_pairs, validate_records)
+from nemo_repo.files import new_directory
 from nemo_repo.reliability import AnnotatorIndex
 
 SPLITS = ("train", "validation")
@@ -98,15 +97,12 @@ class DataConfig:
 
 
 def build_data_config(section: dict) -> DataConfig:
-    """DataConfig from a plain mapping; unknown keys raise KeyError naming `data.<key>`."""
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    unknown = sorted(set(section) - names)
-    if unknown:
-        raise KeyError(f"unknown key(s) {', '.join('data.' + k for k in unknown)}; valid: {sorted(names)}")
-    values = dict(section)
-    values["columns"] = dict(values.get("columns") or {})
-    if values.get("synthetic") is not None:
-        values["synthetic"] = dict(values["synthetic"])
+    """DataConfig from the `data` section (a mapping), typed by DataConfig and data.synthetic by
+    SyntheticConfig (config_schema.typed): an unknown key raises KeyError, a wrong type ValueError,
+    each naming `data.<key>`."""
+    values = typed(DataConfig, "data", section)
+    if values["synthetic"] is not None:
+        values["synthetic"] = typed(SyntheticConfig, "data.synthetic", values["synthetic"])
     return DataConfig(**values)
 
 
@@ -120,13 +116,8 @@ def materialize_synthetic(config: DataConfig) -> DataConfig:
     folder = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     folder = folder / "synthetic" / key
     if not (folder / TRUTH_FILE).is_file():   # written aside, then renamed: ranks may race
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
-        write_synthetic(tmp, synthetic)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with new_directory(folder) as tmp:
+            write_synthetic(tmp, synthetic)
     return dataclasses.replace(
         config, synthetic=None, train=config.train or str(folder / "train.jsonl"),
         validation=config.validation or (None if config.validation_fraction else str(folder / "validation.jsonl")),

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from nemo_repo.data.validate import CORRUPT_FILE, file_error
+from nemo_repo.files import atomic_file
 
 TRUTH_FILE = "truth.json"
 TASKS = ("addition", "copy")
@@ -200,9 +201,8 @@ def build_tokenizer(max_operand: int, task: str = "addition"):
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 def write_synthetic(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -> dict:

@@ -23,9 +23,6 @@ truncation settings (recipes/precompute_reference.py records both; training chec
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from nemo_repo.data.batch import TokenizedPair
+from nemo_repo.files import new_directory
 from nemo_repo.data.validate import (EMPTY_FIELD, IDENTICAL_RESPONSES, NO_CHAT_TEMPLATE, TEMPLATE_ERROR,
                                      NOT_FOUND, TEMPLATE_MISMATCH, TOKENIZER_ERROR, TOO_LONG, UNREADABLE,
                                      DataValidationError, PreferenceExample, RowError, SplitReport,
@@ -258,7 +256,7 @@ class TokenizedSplit:
                                          None if self.reference is None else self.reference[list(indices)])
 
     def save(self, folder: Path, report: SplitReport) -> None:
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         for name in self._ARRAYS:
             np.save(folder / f"{name}.npy", getattr(self, name))
         if self.reference is not None:
@@ -338,16 +336,7 @@ def cached(folder: Path, build) -> tuple[TokenizedSplit, SplitReport, bool]:
     if (folder / "meta.json").is_file():
         return (*TokenizedSplit.load(folder), True)
     split, report = build()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        split.save(tmp / "data", report)
-        try:
-            os.replace(tmp / "data", folder)
-        except OSError:
-            if not (folder / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with new_directory(folder) as tmp:
+        split.save(tmp, report)
     return split, report, False
 

@@ -1,7 +1,8 @@
 """Layer 4: the preference model on megatron-core (see each module's docstring).
 
 compat      megatron-core's CPU patches: named, for megatron's calls only, removable (CPU runs only)
-versions    is the installed megatron stack one our pins work with (python -m nemo_repo.model.versions)
+versions    is the installed megatron stack one our pins work with (python -m nemo_repo.model.versions),
+            Transformer Engine detection, guards for the private megatron APIs we use
 parallel    ParallelConfig, validate_layout (LayoutError), initialize_parallel (selects run.device)
 presets     ModelConfig, PRESETS, to_transformer_config, layer_spec (local | transformer_engine)
 attention   core attention on torch's scaled_dot_product_attention for the local spec
@@ -10,6 +11,8 @@ logprobs    per-sequence completion log-prob sums from vocab-parallel logits
 preference  PreferenceModel (forward_step / loss_func / run of the policy under an objective),
             CompletionScorer (score: forward-only completion log-prob sums, e.g. the reference),
             PassState (what one pass takes and records); the step around them: training/step.py
+weights     the model-weights format: load_model_weights / save_model_weights (any TP/PP)
+imported    nemo_repo_model.json, the imported model's shape next to converted weights
 """
 
 import warnings

@@ -9,7 +9,6 @@ message naming the offending sizes, before any process group, model or buffer ex
 """
 
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ import torch.distributed as dist
 
 from nemo_repo.device import is_cuda, process_group_backend, select
 from nemo_repo.model.compat import apply_cpu_compat
+from nemo_repo.ranks import free_port
 
 
 class LayoutError(ValueError):
@@ -91,10 +91,7 @@ def _single_process_env() -> None:
     """Let a plain `python script.py` run as a world of one (tests, benchmarks, notebooks)."""
     if "WORLD_SIZE" in os.environ:
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0",
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
                       WORLD_SIZE="1")
 
 

@@ -7,7 +7,7 @@ TP shard is cut from it the way megatron's CPU initialisation cuts it (partition
 So TP=1 and TP=2 x PP=2 x DP=2 start from identical weights, which megatron's own init does not
 guarantee (with PP the RNG stream depends on which layers a stage builds). Rows of the padded
 vocabulary are zero (their logits are masked anyway, see logprobs.py). Pretrained weights are
-loaded afterwards (training/checkpoint.load_model_weights) into both policy and reference.
+loaded afterwards (model/weights.load_model_weights) into both policy and reference.
 """
 
 import re

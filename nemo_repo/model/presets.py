@@ -13,7 +13,6 @@ TE modules add `_extra_state` entries; checkpoints across specs are untested: ke
 """
 
 import copy
-import functools
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from nemo_repo.device import is_cuda
 from nemo_repo.model.parallel import ParallelConfig, padded_vocab_size
+from nemo_repo.model.versions import have_transformer_engine
 
 LAYER_SPECS = ("auto", "local", "transformer_engine")
 
@@ -120,15 +120,6 @@ def get_preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return replace(PRESETS[name], **overrides)
-
-
-@functools.cache
-def have_transformer_engine() -> bool:
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:   # absent, or built for another torch / CUDA
-        return False
-    return True
 
 
 def resolved_layer_spec(model: ModelConfig, cuda: bool | None = None) -> str:

@@ -11,6 +11,7 @@ the versions and exits 1, naming the package, when one is outside what our pins 
                       dev extra); outside it, use model.layer_spec=local or another image
 """
 
+import functools
 import sys
 from importlib import metadata
 
@@ -30,12 +31,45 @@ def installed(name: str) -> str | None:
         return None
 
 
-def _transformer_engine() -> str | None:
+def transformer_engine_version() -> str | None:
+    """The installed Transformer Engine distribution's version (None: not installed)."""
     for name in ("transformer-engine", "transformer_engine", "transformer-engine-torch"):
         version = installed(name)
         if version:
             return version
     return None
+
+
+@functools.cache
+def have_transformer_engine() -> bool:
+    """Whether transformer_engine.pytorch imports here (installed AND built for this torch / CUDA)."""
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception:   # absent, or built for another torch / CUDA
+        return False
+    return True
+
+
+PINNED = {"megatron-core": SUPPORTED_MEGATRON_CORE, "megatron-bridge": MEGATRON_BRIDGE}
+# The private (underscore) names of the pinned packages we rely on: (module, attribute path,
+# package). `require_private` guards each use; tests/model/test_versions.py checks all of them.
+PRIVATE_APIS = (
+    ("megatron.core.dist_checkpointing.strategies.filesystem_async", "_results_queue",
+     "megatron-core"),   # model/weights.py: the write-results queue, in process
+    ("megatron.bridge.models.conversion.model_bridge",
+     "MegatronModelBridge._megatron_global_param_names_all_pp_ranks",
+     "megatron-bridge"),   # convert/bridge.py: the coverage check
+)
+
+
+def require_private(owner, name: str, package: str):
+    """`owner.name`, a private API of `package`; a clear error naming it and the versions when the
+    installed release no longer has it."""
+    if not hasattr(owner, name):
+        raise RuntimeError(f"{getattr(owner, '__name__', owner)}.{name}, a private {package} API "
+                           f"nemo_repo relies on, is missing in {package} {installed(package)}; "
+                           f"nemo_repo is written for {package} {PINNED[package]}")
+    return getattr(owner, name)
 
 
 def check(versions: dict) -> list[str]:
@@ -62,7 +96,7 @@ def check(versions: dict) -> list[str]:
 def current() -> dict:
     return {"python": ".".join(map(str, sys.version_info[:3])), "torch": installed("torch"),
             "megatron-core": installed("megatron-core"), "megatron-bridge": installed("megatron-bridge"),
-            "transformer-engine": _transformer_engine(), "apex": installed("apex")}
+            "transformer-engine": transformer_engine_version(), "apex": installed("apex")}
 
 
 def main() -> int:

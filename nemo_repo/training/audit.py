@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nemo_repo.data.readers import Source, read_source
 from nemo_repo.data.tokenize import default_pair_id
-from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, RELIABILITY_FILE, read_jsonl
+from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, RELIABILITY_FILE, read_records
 
 AUDIT_FILE = "audit.md"
 
@@ -46,7 +46,7 @@ def render_audit(run_dir: str | Path, texts: dict | None = None, top: int = 20, 
     """Markdown: annotators from least to most reliable, then the `top` pairs with the lowest w."""
     run_dir = Path(run_dir)
     reliability = json.loads((run_dir / RELIABILITY_FILE).read_text())
-    pairs = [p for p in read_jsonl(run_dir / PAIR_WEIGHTS_FILE) if p.get("w") is not None]
+    pairs = [p for p in read_records(run_dir / PAIR_WEIGHTS_FILE) if p.get("w") is not None]
     if not pairs:
         raise ValueError(f"{run_dir / PAIR_WEIGHTS_FILE} has no posterior w: the run did not use robust=re")
     below = {}

@@ -8,7 +8,7 @@
         result = stack.runner.train_step(micro_batches, stack.optimizer, stack.scheduler)
     save_checkpoint(root, step, stack.model_chunks, stack.optimizer, state, common=...)
 
-Pretrained weights: load them into `stack.model_chunks` (training/checkpoint.load_model_weights)
+Pretrained weights: load them into `stack.model_chunks` (model/weights.load_model_weights)
 and, in reference mode MODEL, into `stack.reference_chunks` too, before the first step.
 """
 

@@ -9,14 +9,14 @@ Layout of a checkpoint root (`checkpoint.dir`, default `<run.dir>/checkpoints`):
     .damaged_step_00000030/   complete but failed to load on resume: set aside, never read again
 
 Sharded entries (re-shardable across TP/PP/DP layouts unless noted):
-    model          the GPTModel's sharded_state_dict()   (same format as `load_model_weights`)
+    model          the GPTModel's sharded_state_dict()   (the model-weights format, model/weights.py)
     optimizer      optimizer.sharded_state_dict(model, is_loading=...) (distributed optimizer:
                    "fully_reshardable" format)
     reliability    ReliabilityState.state_dict()          (eta + annotator index, one copy)
     rng_state      per-rank RNG states (python, numpy, torch, cuda, megatron tracker); restored
                    only when the layout (TP, PP, DP) is unchanged, otherwise re-seeded
 Common entries (saved once by rank 0): `step`, `layout`, and whatever the caller passes in
-`common` (the loop stores scheduler, sampler and the resolved config).
+`common` (the loop stores scheduler, sampler and the resolved config: `saved_init_from` reads it).
 
 A directory without COMPLETE is ignored; `latest_checkpoint` picks the highest complete step;
 `load_newest_loadable` (resume) falls back to older ones when the newest does not load.
@@ -26,7 +26,6 @@ Rank-0-only steps (directory creation, marker + rename + prune) go through
 
 import json
 import os
-import queue
 import random
 import shutil
 import time
@@ -38,9 +37,9 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from torch.distributed.checkpoint.api import CheckpointException
 
-from nemo_repo.ranks import barrier, first_failure, on_rank_zero, rank
-
 from nemo_repo.device import is_cuda
+from nemo_repo.model.weights import save_sharded, single_chunk
+from nemo_repo.ranks import barrier, first_failure, on_rank_zero, rank
 
 MARKER = "COMPLETE"
 # Distributed-optimizer state in the layout-independent format (TP/PP/DP may change on resume);
@@ -53,23 +52,6 @@ DAMAGED_PREFIX = ".damaged_step_"
 
 class CheckpointError(RuntimeError):
     """Complete checkpoints exist, but none of them loads."""
-
-
-def _save(state: dict, directory: Path) -> None:
-    """dist_checkpointing.save (synchronous) with its write results passed in process.
-
-    The torch_dist writer forks one writer process per file, collects their results in this
-    process and hands them over through a results queue, by default a spawned multiprocessing
-    Manager. Only needed for asynchronous saves (not used here), that Manager is a separate
-    process which receives the stop signals too (srun and torchrun signal the worker's whole
-    process group) and dies of them, so the save that follows a SIGTERM failed with
-    BrokenPipeError / ConnectionRefusedError. A plain queue.Queue removes it: no extra
-    process, no 2.5-4 s spawn on the first save, no re-import of `__main__`."""
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-    if filesystem_async._results_queue is None:
-        filesystem_async._results_queue = queue.Queue()
-    dist_checkpointing.save(state, str(directory))
 
 
 def step_dir_name(step: int) -> str:
@@ -101,20 +83,6 @@ def current_layout() -> dict:
     return {"tp": parallel_state.get_tensor_model_parallel_world_size(),
             "pp": parallel_state.get_pipeline_model_parallel_world_size(),
             "dp": parallel_state.get_data_parallel_world_size()}
-
-
-def _single_chunk(model_chunks):
-    """The one GPTModel of this rank, unwrapped from DDP / Float16Module: wrappers would prefix
-    every key with "module.", so policy (DDP), reference (bare) and converted checkpoints would
-    not share one key format."""
-    chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
-    if len(chunks) != 1:
-        raise ValueError(f"checkpointing supports one model chunk per rank (no virtual pipeline), "
-                         f"got {len(chunks)}")
-    chunk = chunks[0]
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
-    return chunk
 
 
 def _rng_object(data) -> ShardedObject:
@@ -167,11 +135,11 @@ def save_checkpoint(root, step: int, model_chunks, optimizer=None, reliability=N
     root = Path(root)
     final, tmp = root / step_dir_name(step), root / f"{TMP_PREFIX}{step:08d}"
     on_rank_zero(_fresh_directory, tmp)
-    state = _sharded_state(_single_chunk(model_chunks), optimizer, reliability,
+    state = _sharded_state(single_chunk(model_chunks), optimizer, reliability,
                            capture_rng_state(), is_loading=False)
     state.update(common or {})
     state.update(step=step, layout=current_layout())
-    _save(state, tmp)
+    save_sharded(state, tmp)
     barrier()
     on_rank_zero(_publish, tmp, final, step, keep_last)
     return final
@@ -210,7 +178,7 @@ def load_checkpoint(directory, model_chunks, optimizer=None, reliability=None) -
         raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {MARKER} marker)")
     common = dist_checkpointing.load_common_state_dict(str(directory))
     same_layout = common.get("layout") == current_layout()
-    model = _single_chunk(model_chunks)
+    model = single_chunk(model_chunks)
     state = _sharded_state(model, optimizer, reliability, capture_rng_state() if same_layout else None,
                            is_loading=True)
     loaded = dist_checkpointing.load(state, str(directory))
@@ -272,18 +240,16 @@ def _set_aside(directory: Path) -> Path:
     return target
 
 
-def load_model_weights(directory, model_chunks) -> None:
-    """Collective: load only the "model" entry of a dist_checkpointing directory (a training
-    checkpoint or a converted HF model) into `model_chunks`, in any TP/PP layout."""
-    model = _single_chunk(model_chunks)
-    loaded = dist_checkpointing.load({"model": model.sharded_state_dict()},
-                                     str(Path(directory).expanduser()))
-    model.load_state_dict(loaded["model"])
-
-
-def save_model_weights(directory, model_chunks) -> None:
-    """Collective: write only {"model": sharded_state_dict()} (the model-weights format)."""
+def saved_init_from(directory) -> str | None:
+    """The `model.init_from` recorded in the config of the training checkpoint `directory`
+    (None: none recorded, or not a training checkpoint)."""
     directory = Path(directory)
-    on_rank_zero(directory.mkdir, parents=True, exist_ok=True)
-    _save({"model": _single_chunk(model_chunks).sharded_state_dict()}, directory)
-    barrier()
+    if not (directory / "metadata.json").is_file():
+        return None
+    try:
+        common = dist_checkpointing.load_common_state_dict(str(directory))
+    except Exception:  # not a dist_checkpointing directory: reported by the caller
+        return None
+    config = common.get("config") if isinstance(common, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model.get("init_from") if isinstance(model, dict) else None

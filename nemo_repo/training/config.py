@@ -1,21 +1,21 @@
 """Validate the whole composed training config before anything heavy starts.
 
-`validate(cfg, world_size)` turns the Hydra/OmegaConf tree (conf/train.yaml) into typed settings,
-constructing every layer's own config dataclass (each checks its fields) and the parallel layout
-for `world_size`, and raises ConfigError naming the config key on the first problem. Nothing is
-allocated: validating the 7B/8B recipes is cheap.
+`validate(cfg, world_size)` turns the Hydra/OmegaConf tree (conf/train.yaml) into typed settings:
+every section is typed by its dataclass as an OmegaConf structured config (config_schema.typed:
+unknown keys and wrong types, named by their full key), then the dataclass is constructed (its own
+range and choice checks), then the parallel layout is checked for `world_size`. The first problem
+raises ConfigError naming the config key. Nothing is allocated: validating the 7B/8B recipes is cheap.
 """
 
-import dataclasses
-import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_repo.config_schema import typed
 from nemo_repo.device import DEVICES, DeviceError, resolve
 from nemo_repo.model.parallel import LayoutError, ParallelConfig, validate_layout
+from nemo_repo.model.imported import ImportedModelError, imported_model_config
 from nemo_repo.model.presets import ModelConfig, get_preset, resolved_layer_spec
 from nemo_repo.objectives import ObjectiveConfig, ReferenceMode, RobustConfig, resolve_reference_mode
 from nemo_repo.training.optim import OptimConfig
@@ -24,11 +24,16 @@ from nemo_repo.training.signals import FaultInjection
 from nemo_repo.reliability import ReliabilityConfig
 
 
-IMPORTED_MODEL_FILE = "nemo_repo_model.json"   # written by nemo_repo.convert.bridge.write_metadata
-
-
 class ConfigError(ValueError):
     """A training config that cannot run; the message names the offending key."""
+
+
+def _at_least(section: str, settings, minimum: int, *names: str) -> None:
+    """Fields `names` of `settings` (None = unset) are >= minimum."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{section}.{name} must be >= {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,14 @@ class RunSettings:
     dir: str
     seed: int
     device: str
+    name: str | None = None    # the recipe's name (run.dir defaults to runs/<name>)
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"run.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not self.dir:
+            raise ValueError("run.dir must name the run directory")
+        _at_least("run", self, 0, "seed")
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,8 @@ class TrainSettings:
     final_pass: FinalPass = FinalPass.LAST_VISIT   # the Delta of pair_weights.jsonl (training/outputs.py)
 
     def __post_init__(self):
+        _at_least("train", self, 1, "max_steps")
+        _at_least("train", self, 0, "eval_interval", "eval_max_pairs", "stop_at_step")
         choices = tuple(choice.value for choice in FinalPass)
         if self.final_pass not in choices:
             raise ValueError(f"train.final_pass must be one of {choices}, got {self.final_pass!r}")
@@ -61,6 +76,9 @@ class CheckpointSettings:
     resume: bool
     save_final: bool
 
+    def __post_init__(self):
+        _at_least("checkpoint", self, 0, "interval", "keep_last")
+
 
 @dataclass(frozen=True)
 class LoggingSettings:
@@ -68,6 +86,34 @@ class LoggingSettings:
     eta_log_interval: int
     tensorboard: bool
     progress: bool
+
+    def __post_init__(self):
+        _at_least("logging", self, 0, "log_interval", "eta_log_interval")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """conf/model (_base.yaml documents the keys): where the ModelConfig comes from."""
+    preset: str | None = None       # presets.PRESETS name; null = the shape recorded in init_from
+    overrides: dict = field(default_factory=dict)   # ModelConfig fields to change
+    init_from: str | None = None
+    reference: str = "model"
+    layer_spec: str = "auto"
+
+
+@dataclass(frozen=True)
+class OptimSection(OptimConfig):
+    """conf/optim: OptimConfig as the YAML writes it. warmup_steps null = warmup_ratio x
+    train.max_steps; total_steps and use_distributed_optimizer are derived (never set)."""
+    warmup_steps: int | None = None
+    warmup_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class DebugSection:
+    """conf/train.yaml `debug`: training.signals.FaultInjection's settings."""
+    signal_at_step: int | None = None
+    signal: str = "SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -99,90 +145,71 @@ def _section(cfg: dict, key: str) -> dict:
     return dict(cfg[key])
 
 
-def build(cls, section: str, values: dict):
-    """cls(**values) with unknown keys and field errors reported under `section`."""
-    fields = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
-                          f"valid keys: {', '.join(sorted(fields))}")
+def _message(error: Exception) -> str:
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+
+
+def _typed(schema, section: str, values: dict) -> dict:
+    """config_schema.typed, its errors as ConfigError."""
     try:
-        return cls(**values)
+        return typed(schema, section, values)
+    except (KeyError, ValueError) as error:
+        raise ConfigError(_message(error)) from error
+
+
+def build(cls, section: str, values: dict):
+    """cls from config section `section`: typed by cls (unknown keys, wrong types), then
+    constructed (cls's own checks); errors as ConfigError naming the key."""
+    fields = _typed(cls, section, values)
+    try:
+        return cls(**fields)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid `{section}`: {error}") from error
 
 
-def _non_negative_ints(section: str, values: dict, names) -> None:
-    for name in names:
-        value = values.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{section}.{name} must be a non-negative integer, got {value!r}")
-
-
-def imported_model_config(init_from) -> ModelConfig:
-    """The shape `recipes.convert import` recorded next to its weights (nemo_repo_model.json)."""
-    if not init_from:
-        raise ConfigError("model.preset is null: set model.init_from to a checkpoint written by "
-                          "`python -m recipes.convert import` (its model shape is used)")
-    path = Path(init_from).expanduser() / IMPORTED_MODEL_FILE
+def _reference(section: ModelSection, objective: ObjectiveConfig) -> ReferenceMode:
     try:
-        fields = json.loads(path.read_text())["model_config"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"model.preset is null but {path} cannot be read ({error!r}); set "
-                          f"model.preset or point model.init_from at an imported checkpoint") from error
-    try:
-        return ModelConfig(**fields)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{path}: invalid model_config: {error}") from error
-
-
-def _reference(section: dict, objective: ObjectiveConfig) -> ReferenceMode:
-    try:
-        return resolve_reference_mode(objective, section.get("reference") or ReferenceMode.MODEL)
+        return resolve_reference_mode(objective, section.reference)
     except ValueError as error:
         raise ConfigError(str(error)) from error
 
 
-def _model(section: dict) -> tuple[ModelConfig, str | None]:
-    unknown = sorted(set(section) - {"preset", "overrides", "init_from", "tokenizer", "reference",
-                                     "layer_spec"})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join('model.' + k for k in unknown)}")
-    preset, init_from = section.get("preset"), section.get("init_from")
-    imported = imported_model_config(init_from) if preset is None else None
+def _model(section: ModelSection) -> ModelConfig:
+    """The preset's (or the imported) shape with model.overrides typed by ModelConfig."""
     try:
-        model = dataclasses.replace(imported or get_preset(preset), **dict(section.get("overrides") or {}),
-                                    layer_spec=section.get("layer_spec") or "auto")
+        base = get_preset(section.preset) if section.preset is not None else \
+            imported_model_config(section.init_from)
     except KeyError as error:
         raise ConfigError(f"model.preset: {error.args[0]}") from error
+    except ImportedModelError as error:
+        raise ConfigError(f"model.preset is null: {error}") from error
+    fields = _typed(base, "model.overrides", section.overrides)
+    try:
+        return ModelConfig(**{**fields, "layer_spec": section.layer_spec})
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"invalid model.overrides: {error}") from error
-    return model, init_from
+        raise ConfigError(f"invalid `model`: {error}") from error
 
 
 def _optim(section: dict, max_steps: int, parallel: ParallelConfig) -> OptimConfig:
     """OptimConfig; warmup_steps (when not null) wins over warmup_ratio * max_steps."""
-    ratio = section.pop("warmup_ratio", None)
-    if section.get("warmup_steps") is None:
-        section.pop("warmup_steps", None)
-    if ratio is not None and "warmup_steps" not in section:
-        if not 0 <= ratio <= 1:
-            raise ConfigError(f"optim.warmup_ratio must lie in [0, 1], got {ratio}")
-        section["warmup_steps"] = int(round(ratio * max_steps))
     for key in ("total_steps", "use_distributed_optimizer"):
         if key in section:
             raise ConfigError(f"optim.{key} is derived from train.max_steps / "
                               f"parallel.use_distributed_optimizer; do not set it")
-    return build(OptimConfig, "optim", {**section, "total_steps": max_steps,
+    values = _typed(OptimSection, "optim", section)
+    ratio = values.pop("warmup_ratio")
+    if values["warmup_steps"] is None:
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ConfigError(f"optim.warmup_ratio must lie in [0, 1], got {ratio}")
+        values["warmup_steps"] = int(round((ratio or 0.0) * max_steps))
+    return build(OptimConfig, "optim", {**values, "total_steps": max_steps,
                                         "use_distributed_optimizer": parallel.use_distributed_optimizer})
 
 
 def _fault(section: dict) -> FaultInjection:
-    unknown = sorted(set(section) - {"signal_at_step", "signal"})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join('debug.' + k for k in unknown)}")
+    debug = DebugSection(**_typed(DebugSection, "debug", section))
     try:
-        return FaultInjection(section.get("signal_at_step"), section.get("signal", "SIGTERM"))
+        return FaultInjection(debug.signal_at_step, debug.signal)
     except KeyError as error:
         raise ConfigError(f"debug.signal: unknown signal {error.args[0]!r}") from error
 
@@ -196,27 +223,12 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
         resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except Exception as error:   # interpolation errors name the key themselves
         raise ConfigError(f"config does not resolve: {error}") from error
-    run = _section(resolved, "run")
-    train = _section(resolved, "train")
-    checkpoint = _section(resolved, "checkpoint")
-    logging = _section(resolved, "logging")
-    if run.get("device") not in DEVICES:
-        raise ConfigError(f"run.device must be one of {', '.join(DEVICES)}, got {run.get('device')!r}")
-    if not run.get("dir"):
-        raise ConfigError("run.dir must name the run directory")
-    _non_negative_ints("run", run, ["seed"])
-    _non_negative_ints("train", train, ["max_steps", "eval_interval"])
-    if train["max_steps"] < 1:
-        raise ConfigError(f"train.max_steps must be >= 1, got {train['max_steps']}")
-    for optional in ("eval_max_pairs", "stop_at_step"):
-        if train.get(optional) is not None:
-            _non_negative_ints("train", train, [optional])
-    _non_negative_ints("checkpoint", checkpoint, ["interval", "keep_last"])
-    _non_negative_ints("logging", logging, ["log_interval", "eta_log_interval"])
-
-    model, init_from = _model(_section(resolved, "model"))
+    run = build(RunSettings, "run", _section(resolved, "run"))
+    train = build(TrainSettings, "train", _section(resolved, "train"))
+    model_section = build(ModelSection, "model", _section(resolved, "model"))
+    model = _model(model_section)
     objective = build(ObjectiveConfig, "objective", _section(resolved, "objective"))
-    reference = _reference(_section(resolved, "model"), objective)
+    reference = _reference(model_section, objective)
     robust = build(RobustConfig, "robust", _section(resolved, "robust"))
     reliability = build(ReliabilityConfig, "reliability", _section(resolved, "reliability"))
     parallel = build(ParallelConfig, "parallel", _section(resolved, "parallel"))
@@ -229,18 +241,16 @@ def validate(cfg: DictConfig | dict, world_size: int, build_data=None) -> Settin
     except ConfigError:
         raise
     except (TypeError, ValueError, KeyError) as error:
-        raise ConfigError(str(error)) from error
+        raise ConfigError(_message(error)) from error
     if build_data and data.synthetic is None and not data.validation and not data.validation_fraction:
         raise ConfigError("training evaluates on a validation split: set data.validation (a file, "
                           "or the DatasetDict split data.validation_split) or data.validation_fraction")
     settings = Settings(
-        run=build(RunSettings, "run", {k: run[k] for k in ("dir", "seed", "device")}),
-        train=build(TrainSettings, "train", train),
-        model=model, init_from=init_from, objective=objective, robust=robust,
-        reliability=reliability, parallel=parallel, data=data,
-        optim=_optim(_section(resolved, "optim"), train["max_steps"], parallel),
-        checkpoint=build(CheckpointSettings, "checkpoint", checkpoint),
-        logging=build(LoggingSettings, "logging", logging),
+        run=run, train=train, model=model, init_from=model_section.init_from, objective=objective,
+        robust=robust, reliability=reliability, parallel=parallel, data=data,
+        optim=_optim(_section(resolved, "optim"), train.max_steps, parallel),
+        checkpoint=build(CheckpointSettings, "checkpoint", _section(resolved, "checkpoint")),
+        logging=build(LoggingSettings, "logging", _section(resolved, "logging")),
         fault=_fault(resolved.get("debug") or {}), world_size=world_size, resolved=resolved,
         reference=reference)
     if robust.trains_reliability and reliability.final_refit \

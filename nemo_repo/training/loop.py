@@ -22,16 +22,17 @@ import yaml
 
 from nemo_repo.data.pipeline import PreferenceData
 from nemo_repo.model.parallel import destroy_parallel, initialize_parallel
+from nemo_repo.model.weights import load_model_weights
 from nemo_repo.objectives import ReferenceMode, posterior_weight
 from nemo_repo.ranks import on_rank_zero
 from nemo_repo.reliability import ReliabilityState
 from nemo_repo.training.build import build_training
 from nemo_repo.training import outputs, plots
-from nemo_repo.training.checkpoint import load_model_weights, load_newest_loadable, save_checkpoint
+from nemo_repo.training.checkpoint import load_newest_loadable, save_checkpoint
 from nemo_repo.training.config import ConfigError, Settings
 from nemo_repo.training.last_visit import LastVisits
 from nemo_repo.training.outputs import FinalPass
-from nemo_repo.training.logging import MetricsLogger
+from nemo_repo.training.metrics import MetricsLogger
 from nemo_repo.training.signals import EXIT_REQUEUE, StopRequest
 
 

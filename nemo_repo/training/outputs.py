@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from nemo_repo.files import atomic_file
+
 RELIABILITY_FILE = "reliability.json"
 PAIR_WEIGHTS_FILE = "pair_weights.jsonl"
 EVAL_FILE = "eval.json"
@@ -76,13 +78,11 @@ def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
 
 
 def write_json(path, payload) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_jsonl(path) -> list[dict]:
+def read_records(path) -> list[dict]:
     """The rows of a JSONL file this module wrote ([] when it does not exist)."""
     path = Path(path)
     if not path.is_file():
@@ -90,11 +90,10 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write_jsonl(path, rows) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8")
-    tmp.replace(path)
+def write_records(path, rows) -> None:
+    """`rows` as a JSONL file (what read_records reads back)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8")
 
 
 def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_metrics: dict,
@@ -104,6 +103,6 @@ def write_run_outputs(run_dir, pairs: dict, pair_ids, annotator_ids, eta, eval_m
     run_dir = Path(run_dir)
     rows = pair_weight_rows(pairs, pair_ids, annotator_ids)
     if pair_weights:
-        write_jsonl(run_dir / PAIR_WEIGHTS_FILE, rows)
+        write_records(run_dir / PAIR_WEIGHTS_FILE, rows)
     write_json(run_dir / RELIABILITY_FILE, reliability_rows(annotator_ids, eta, rows))
     write_json(run_dir / EVAL_FILE, eval_metrics)

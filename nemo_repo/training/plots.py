@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")   # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nemo_repo.training.logging import METRICS_FILE  # noqa: E402
-from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, read_jsonl  # noqa: E402
+from nemo_repo.training.metrics import METRICS_FILE  # noqa: E402
+from nemo_repo.training.outputs import PAIR_WEIGHTS_FILE, read_records  # noqa: E402
 
 PLOTS_DIR = "plots"
 
@@ -81,7 +81,7 @@ def _w_figure(pairs: list[dict], out: Path) -> bool:
 def write_plots(run_dir: str | Path) -> list[Path]:
     """Draw the figures that the run's files support into run_dir/plots; returns their paths."""
     run_dir = Path(run_dir)
-    records = read_jsonl(run_dir / METRICS_FILE)
+    records = read_records(run_dir / METRICS_FILE)
     out = run_dir / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -90,6 +90,6 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         written.append(out / "training.png")
         if _eta_figure(records, out / "eta.png"):
             written.append(out / "eta.png")
-    if _w_figure(read_jsonl(run_dir / PAIR_WEIGHTS_FILE), out / "w_hist.png"):
+    if _w_figure(read_records(run_dir / PAIR_WEIGHTS_FILE), out / "w_hist.png"):
         written.append(out / "w_hist.png")
     return written

@@ -135,7 +135,7 @@ def precompute_reference(settings, out) -> dict | None:
     from nemo_repo.model.policy import build_reference
     from nemo_repo.model.preference import CompletionScorer
     from nemo_repo.ranks import on_rank_zero
-    from nemo_repo.training.checkpoint import load_model_weights
+    from nemo_repo.model.weights import load_model_weights
     from nemo_repo.training.step import score_pairs
 
     initialize_parallel(settings.parallel, settings.model, seed=settings.run.seed,

@@ -2,17 +2,16 @@
 HF configs of the published models map onto our presets."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import transformers
 
 from nemo_repo.convert.bridge import ConversionError, model_config_from_hf
 from nemo_repo.model.presets import get_preset
-from recipes.convert import EXIT_BAD_INPUT, main
+from recipes.convert import main
+from recipes.errors import EXIT_INVALID_INPUT
 from tests.convert.tiny_models import make_tiny_model
-from tests.dist import REPO_ROOT, clean_env
+from tests.training.runs import run_module
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def _copy(source, target, skip=()):
 
 
 def _fails(capsys, argv, *fragments):
-    assert main([str(a) for a in argv]) == EXIT_BAD_INPUT
+    assert main([str(a) for a in argv]) == EXIT_INVALID_INPUT
     err = capsys.readouterr().err
     for fragment in fragments:
         assert fragment in err, err
@@ -101,10 +100,8 @@ def test_weights_not_matching_config(tiny_llama, tmp_path):
     config = json.loads((hf / "config.json").read_text())
     config["num_hidden_layers"] = 2
     (hf / "config.json").write_text(json.dumps(config))
-    done = subprocess.run([sys.executable, "-m", "recipes.convert", "import", "--hf", str(hf),
-                           "--out", str(tmp_path / "out")], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=240, env=clean_env(PYTHONPATH=str(REPO_ROOT)))
-    assert done.returncode == EXIT_BAD_INPUT, done.stderr[-3000:]
+    done = run_module("recipes.convert", ["import", "--hf", hf, "--out", tmp_path / "out"], timeout=240)
+    assert done.returncode == EXIT_INVALID_INPUT, done.stderr[-3000:]
     for fragment in (str(hf), "not used by the model config", "model.layers.2."):
         assert fragment in done.stderr, done.stderr[-3000:]
 

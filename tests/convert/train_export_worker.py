@@ -17,7 +17,8 @@ import torch
 from nemo_repo.convert.bridge import model_config_from_hf
 from nemo_repo.model.parallel import ParallelConfig, initialize_parallel
 from nemo_repo.model.policy import build_policy
-from nemo_repo.training.checkpoint import load_model_weights, save_checkpoint
+from nemo_repo.model.weights import load_model_weights
+from nemo_repo.training.checkpoint import save_checkpoint
 from nemo_repo.training.optim import OptimConfig, build_optimizer
 from recipes.convert import _parser, run_export, run_import
 

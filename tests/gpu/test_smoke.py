@@ -42,7 +42,7 @@ ALL_RUNS = [(1, (LOCAL,)), (1, (PACKED, LOCAL)), (1, (TE,)), (1, (TE, PACKED)),
 
 
 def _te_available() -> bool:
-    from nemo_repo.model.presets import have_transformer_engine
+    from nemo_repo.model.versions import have_transformer_engine
 
     return have_transformer_engine()
 

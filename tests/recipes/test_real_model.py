@@ -2,11 +2,11 @@
 training config taking its model shape from an imported checkpoint (model.preset=null).
 The real run itself (tens of minutes) is not part of the suite."""
 
-import json
 import sys
 
 import pytest
 
+from nemo_repo.model.imported import write_metadata
 from nemo_repo.model.presets import get_preset
 from nemo_repo.training.config import ConfigError
 from recipes.real_model import Stage, run_stages, stages
@@ -61,7 +61,7 @@ def test_stages_stop_at_the_first_failure_and_mark_success(tmp_path, capsys):
 
 def test_training_takes_the_imported_shape(tmp_path):
     shape = get_preset("tiny_llama")
-    (tmp_path / "nemo_repo_model.json").write_text(json.dumps({"model_config": shape.to_dict()}))
+    write_metadata(tmp_path, shape, "LlamaForCausalLM", tmp_path, {"tp": 1, "pp": 1})
     settings = settings_for("model.preset=null", f"model.init_from={tmp_path}", "+model.overrides.dtype=bf16")
     assert settings.model == get_preset("tiny_llama", dtype="bf16")
     assert settings.init_from == str(tmp_path)

@@ -13,6 +13,7 @@ from nemo_repo.objectives import ReferenceMode, RobustMode
 from nemo_repo.training.config import ConfigError, validate
 from nemo_repo.training.outputs import FinalPass
 from tests.dist import REPO_ROOT
+from tests.training.runs import train
 
 CONF = REPO_ROOT / "conf"
 RECIPES = sorted(str(p.relative_to(CONF / "recipe").with_suffix("")) for p in (CONF / "recipe").rglob("*.yaml")
@@ -83,12 +84,37 @@ def test_command_line_overrides_win_over_the_recipe():
     (["optim.lr=-1"], "lr"),
     (["reliability.eta0=1.5"], "eta0"),
     (["debug.signal=SIGFOO"], "debug.signal"),
+    (["objective.beta=abc"], "objective.beta: Value 'abc' of type 'str' could not be converted to Float"),
+    (["parallel.tensor_model_parallel_size=two"], "parallel.tensor_model_parallel_size: Value 'two'"),
+    (["+model.overrides.num_layers=x"], "model.overrides.num_layers"),
+    (["+model.overrides.colour=red"], "unknown key model.overrides.colour"),
+    (["data.synthetic.n_train=abc"], "data.synthetic.n_train"),
+    (["+data.synthetic.colour=red"], "unknown key data.synthetic.colour"),
+    (["reliability.scale_bounds=[0.1,1.0,50.0]"], "scale_bounds"),
+    (["+train.max_step=5"], "unknown key train.max_step"),
     (["train.final_pass=twice"], "train.final_pass"),
     (["train.final_pass=none", "reliability.final_refit=true"], "train.final_pass=last_visit or full"),
 ])
 def test_bad_configs_fail_with_a_message_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         settings_for(*overrides, world_size=2 if "tensor" in overrides[0] else 1)
+
+
+def test_documented_data_keys_need_no_plus():
+    settings = settings_for("data.strict=true", "data.packing=true")
+    assert settings.data.strict and settings.data.packing
+
+
+@pytest.mark.parametrize("override, message", [
+    ("objective.beta=abc", "objective.beta: Value 'abc' of type 'str' could not be converted to Float"),
+    ("parallel.tensor_model_parallel_size=two", "parallel.tensor_model_parallel_size: Value 'two'"),
+    ("data.nosuch=1", "unknown key data.nosuch; valid keys: "),   # refused by Hydra while composing
+])
+def test_train_names_the_key_in_one_line_and_exits_2(tmp_path, monkeypatch, override, message):
+    monkeypatch.delenv("NEMO_REPO_DEBUG", raising=False)
+    done = train([f"run.dir={tmp_path / 'run'}", override], timeout=90)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith(f"config error: {message}") and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.parametrize("overrides, reference", [

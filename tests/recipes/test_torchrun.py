@@ -15,7 +15,8 @@ import pytest
 from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes.torchrun import workers_exit_code
-from tests.dist import REPO_ROOT, clean_env, free_port, run_in_own_group
+from nemo_repo.ranks import free_port
+from tests.dist import REPO_ROOT, clean_env, run_in_own_group
 from tests.training import runs
 from tests.training.runs import records
 

@@ -3,6 +3,7 @@
 import pytest
 
 from recipes import launch
+from recipes.errors import EXIT_INVALID_INPUT
 
 PAPER = "recipe=paper/mistral_re_dpo"
 
@@ -72,7 +73,7 @@ def test_submission_writes_the_script_and_log_directory_then_calls_sbatch(tmp_pa
 ])
 def test_bad_input_exits_2_naming_the_option(tmp_path, capsys, argv, message):
     code, out, err = dry_run(capsys, "--run-dir", str(tmp_path / "run"), *argv)
-    assert code == launch.EXIT_BAD_INPUT and message in err and out == ""
+    assert code == EXIT_INVALID_INPUT and message in err and out == ""
 
 
 @pytest.mark.parametrize("value, seconds", [("30", 1800), ("30:15", 1815), ("04:00:00", 14400),

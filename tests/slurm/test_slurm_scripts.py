@@ -17,7 +17,8 @@ import pytest
 from nemo_repo.training import checkpoint
 from nemo_repo.training.signals import EXIT_REQUEUE
 from recipes import launch
-from tests.dist import REPO_ROOT, clean_env, free_port, run_in_own_group
+from nemo_repo.ranks import free_port
+from tests.dist import REPO_ROOT, clean_env, run_in_own_group
 from tests.training.runs import final_state, records
 
 STUBS = Path(__file__).resolve().parent / "stubs"

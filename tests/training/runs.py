@@ -3,14 +3,11 @@ runs recipes end to end: resume, the mode matrix, precomputed references, Slurm)
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 
 from nemo_repo.training import outputs
-from nemo_repo.training.logging import METRICS_FILE
-from tests.dist import REPO_ROOT, clean_env
+from nemo_repo.training.metrics import METRICS_FILE
+from tests.dist import REPO_ROOT, clean_env, run_in_own_group
 
 STEPS = 4
 
@@ -36,23 +33,9 @@ def run_module(module, args, timeout=120):
     timeout; returns the completed process."""
     path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = clean_env(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT,
-                                   env=env, stdout=out, stderr=err, start_new_session=True)
-        try:
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(process.args, returncode, out.read(), err.read())
-    if returncode is None:
+    done = run_in_own_group([sys.executable, "-m", module, *map(str, args)], env, timeout,
+                            merge_stderr=False)
+    if done.returncode is None:
         raise AssertionError(f"{module} timed out after {timeout}s\n{done.stdout}\n{done.stderr[-5000:]}")
     return done
 
@@ -68,8 +51,8 @@ def ok(done):
 
 def records(run_dir):
     """metrics.jsonl without wall-clock fields."""
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/")} for line in lines]
+    return [{k: v for k, v in record.items() if not k.startswith("time/")}
+            for record in outputs.read_records(run_dir / METRICS_FILE)]
 
 
 def final_state(run_dir):

@@ -12,7 +12,7 @@ def fake_run(run_dir, w=(0.9, 0.02, 0.4)):
     outputs.write_json(run_dir / outputs.RELIABILITY_FILE, [
         {"annotator_id": "alice", "eta": 0.93, "labels": 1, "mean_w": 0.9},
         {"annotator_id": "bob", "eta": 0.41, "labels": 2, "mean_w": 0.21}])
-    outputs.write_jsonl(run_dir / outputs.PAIR_WEIGHTS_FILE, [
+    outputs.write_records(run_dir / outputs.PAIR_WEIGHTS_FILE, [
         {"id": "p0", "annotator_id": "alice", "w": w[0]}, {"id": "pairs.jsonl:2", "annotator_id": "bob", "w": w[1]},
         {"id": "p2", "annotator_id": "bob", "w": w[2]}])
     return run_dir

@@ -17,7 +17,7 @@ STILL = ["objective=simpo", "optim.lr=1e-12", "optim.min_lr=0", "data.synthetic.
 
 
 def weights(run_dir):
-    return outputs.read_jsonl(run_dir / outputs.PAIR_WEIGHTS_FILE)
+    return outputs.read_records(run_dir / outputs.PAIR_WEIGHTS_FILE)
 
 
 def reliability(run_dir):

@@ -8,7 +8,7 @@ from nemo_repo.objectives import posterior_weight
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.last_visit import LastVisits
 from nemo_repo.training.distenv import distributed_env
-from nemo_repo.training.logging import METRICS_FILE, MetricsLogger
+from nemo_repo.training.metrics import METRICS_FILE, MetricsLogger
 
 
 def test_metrics_jsonl_drops_records_after_the_resumed_step(tmp_path):
@@ -105,7 +105,7 @@ def test_slurm_coordinates_become_torchrun_ones():
 def test_pairs_without_w_are_null_rows_and_left_out_of_mean_w(tmp_path):
     pairs = {"pair_index": [0, 1, 2], "annotator_index": [1, 1, 0], "w": [0.25, None, None]}
     outputs.write_run_outputs(tmp_path, pairs, ["a", "b", "c"], ["ann0", "ann1"], [0.9, 0.6], {"step": 1})
-    rows = outputs.read_jsonl(tmp_path / outputs.PAIR_WEIGHTS_FILE)
+    rows = outputs.read_records(tmp_path / outputs.PAIR_WEIGHTS_FILE)
     assert [r["w"] for r in rows] == [0.25, None, None]
     reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
     assert [(r["labels"], r["mean_w"]) for r in reliability] == [(1, None), (2, 0.25)]

@@ -10,7 +10,7 @@ import yaml
 from nemo_repo.training import checkpoint, outputs
 from nemo_repo.training.config import ConfigError
 from nemo_repo.training.reference import PROVENANCE_FILE
-from tests.dist import free_port
+from nemo_repo.ranks import free_port
 from tests.recipes.test_recipes import settings_for
 from tests.training.runs import ok, records, run_module as run
 
@@ -67,7 +67,7 @@ def test_training_on_precomputed_sums_equals_the_reference_model(runs):
     assert losses[0][1] != pytest.approx(0.6931471805599453, abs=1e-3)   # the policy did move
     evals = [json.loads((root / name / outputs.EVAL_FILE).read_text()) for name in ("model", "precomputed")]
     assert evals[1] == pytest.approx(evals[0], rel=1e-5) and "true_label_accuracy" in evals[0]
-    weights = [outputs.read_jsonl(root / name / outputs.PAIR_WEIGHTS_FILE) for name in ("model", "precomputed")]
+    weights = [outputs.read_records(root / name / outputs.PAIR_WEIGHTS_FILE) for name in ("model", "precomputed")]
     assert [r["id"] for r in weights[1]] == [r["id"] for r in weights[0]]
     assert [r["w"] for r in weights[1]] == pytest.approx([r["w"] for r in weights[0]], rel=1e-5)
 

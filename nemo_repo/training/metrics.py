@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nemo_repo.training.outputs import read_records, write_records
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -53,11 +55,8 @@ class MetricsLogger:
 
     @staticmethod
     def _truncate_after(path: Path, step: int) -> None:
-        if not path.exists():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if path.exists():
+            write_records(path, [record for record in read_records(path) if record["step"] <= step])
 
     def log(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
