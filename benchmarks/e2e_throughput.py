@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import emit, quartiles
-from nemo_repo.data.assets import DPO_DEMO, MARKER, SMOLLM2, default_cache_dir, fetch_dpo_demo, fetch_smollm2
+from nemo_repo.data.assets import MARKER, default_cache_dir, fetch_dpo_demo, fetch_smollm2
 
 MICRO_BATCH, GLOBAL_BATCH, BETA, LR = 2, 4, 0.1, 1e-6
 POLL_S = 0.05
