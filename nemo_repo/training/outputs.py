@@ -1,8 +1,10 @@
 """End-of-run files in the run directory (written by global rank 0).
 
-reliability.json    [{"annotator_id": str, "eta": float, "labels": int, "mean_w": float|null}, ...]
-                    one entry per annotator: final eta, number of training pairs it labelled, and the
-                    mean posterior w of those of its pairs that have a w (null if none has)
+reliability.json    [{"annotator_id": str, "eta": float, "labels": int, "scored": int,
+                      "mean_w": float|null}, ...]
+                    one entry per annotator: final eta, number of training pairs it labelled, how many
+                    of them have a w (fewer than labels with final_pass=last_visit when some were
+                    never visited; 0 with none), and the mean posterior w of those (null if none has)
 pair_weights.jsonl  {"id": str, "annotator_id": str, "w": float|null} per training pair, in split
                     order: the posterior w = sigma(s * Delta + logit(eta_k)) with the final eta (and
                     E-step scale s, reliability.calibrate; s = 1 otherwise; in robust modes other than
@@ -62,8 +64,8 @@ def pair_weight_rows(pairs: dict, pair_ids, annotator_ids) -> list[dict]:
 
 
 def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
-    """Rows of reliability.json: eta per annotator, its label count in `pair_rows` and the mean
-    of their w (over the rows with one)."""
+    """Rows of reliability.json: eta per annotator, its label count in `pair_rows`, how many of
+    those rows have a w, and the mean of their w."""
     sums, counts, scored = {}, {}, {}
     for row in pair_rows:
         name = row["annotator_id"]
@@ -73,7 +75,7 @@ def reliability_rows(annotator_ids, eta, pair_rows: list[dict]) -> list[dict]:
             scored[name] = scored.get(name, 0) + 1
     eta = torch.as_tensor(eta, dtype=torch.float64).tolist()
     return [{"annotator_id": name, "eta": eta[k], "labels": counts.get(name, 0),
-             "mean_w": sums[name] / scored[name] if name in scored else None}
+             "scored": scored.get(name, 0), "mean_w": sums[name] / scored[name] if name in scored else None}
             for k, name in enumerate(annotator_ids)]
 
 

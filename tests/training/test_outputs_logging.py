@@ -71,7 +71,7 @@ def test_run_outputs_follow_the_documented_formats(tmp_path):
     reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
     assert [r["annotator_id"] for r in reliability] == ["ann0", "ann1", "ann2"]
     assert reliability[1]["labels"] == 2 and reliability[2] == {
-        "annotator_id": "ann2", "eta": 0.8, "labels": 0, "mean_w": None}
+        "annotator_id": "ann2", "eta": 0.8, "labels": 0, "scored": 0, "mean_w": None}
     assert reliability[1]["mean_w"] == pytest.approx((rows[1]["w"] + rows[2]["w"]) / 2)
     assert json.loads((tmp_path / outputs.EVAL_FILE).read_text()) == {"step": 4, "loss": 0.3}
     without_w = {**pairs, "w": [float("nan")] * 3}
@@ -108,7 +108,7 @@ def test_pairs_without_w_are_null_rows_and_left_out_of_mean_w(tmp_path):
     rows = outputs.read_records(tmp_path / outputs.PAIR_WEIGHTS_FILE)
     assert [r["w"] for r in rows] == [0.25, None, None]
     reliability = json.loads((tmp_path / outputs.RELIABILITY_FILE).read_text())
-    assert [(r["labels"], r["mean_w"]) for r in reliability] == [(1, None), (2, 0.25)]
+    assert [(r["labels"], r["scored"], r["mean_w"]) for r in reliability] == [(1, 0, None), (2, 1, 0.25)]
     (tmp_path / "none").mkdir()
     outputs.write_run_outputs(tmp_path / "none", pairs, ["a", "b", "c"], ["ann0", "ann1"], [0.9, 0.6],
                               {"step": 1}, pair_weights=False)

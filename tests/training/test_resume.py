@@ -37,7 +37,7 @@ def test_outputs_exist_and_follow_the_formats(reference_run):
     assert all(set(r) == {"id", "annotator_id", "w"} and 0.0 <= r["w"] <= 1.0 for r in rows)
     reliability = json.loads((run_dir / outputs.RELIABILITY_FILE).read_text())
     assert sum(r["labels"] for r in reliability) == 64
-    assert all(set(r) == {"annotator_id", "eta", "labels", "mean_w"} and 0 < r["eta"] < 1
+    assert all(set(r) == {"annotator_id", "eta", "labels", "scored", "mean_w"} and 0 < r["eta"] < 1
                for r in reliability)
     evaluation = json.loads((run_dir / outputs.EVAL_FILE).read_text())
     assert evaluation["step"] == STEPS and evaluation["pairs"] == 16
